@@ -1,0 +1,56 @@
+"`ft_course.evaluate` on a tiny randomly initialised Hugging Face model."
+import math
+import pytest, torch
+from transformers import GPT2Config, GPT2LMHeadModel
+from ft_course.data import instruction_dataset
+from ft_course.evaluate import compare, evaluate, generate, perplexity, score, first_line
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=16, n_layer=1, n_head=2))
+
+def test_empty_dataset_is_an_error(tiny, tokenizer):
+    with pytest.raises(ValueError, match="empty"): evaluate(tiny, tokenizer, [])
+    with pytest.raises(ValueError, match="at least one text"): perplexity(tiny, tokenizer, [])
+    with pytest.raises(ValueError, match="at least one"): compare()
+
+def test_generation_is_batch_invariant_and_restores_state(tiny, tokenizer):
+    prompts = ["The chef", "Does the poet write the letter every day?", "Who"]
+    tiny.train(); tokenizer.padding_side = 'right'
+    out = generate(tiny, tokenizer, prompts, max_new_tokens=6, batch_size=3)
+    assert out == [generate(tiny, tokenizer, [p], max_new_tokens=6)[0] for p in prompts]
+    assert tiny.training and tokenizer.padding_side == 'right'
+
+def test_pad_token_fix_up(tiny, tokenizer):
+    import copy
+    t = copy.deepcopy(tokenizer); t.pad_token = None
+    assert t.pad_token_id is None
+    generate(tiny, t, ["The chef"], max_new_tokens=2)
+    assert t.pad_token == t.eos_token
+
+def test_score_exact_match_and_compliance():
+    ds = instruction_dataset(60, seed=2)['test']
+    right = score(ds, [(o, True) for o in ds['output']], 'right')
+    assert right.accuracy == 1.0 and right.compliance == 1.0
+    rambling = score(ds, [(o + "\nand more", False) for o in ds['output']], 'rambling')
+    assert rambling.accuracy == 1.0 and rambling.compliance == 0.0   # right answer, wrong format
+    wrong = score(ds, ds['input'], 'echo')
+    assert wrong.accuracy == 0.0
+    table = compare(right, wrong)
+    assert table.loc['overall'].tolist() == [1.0, 0.0]
+    assert set(table.index) >= set(ds['task'])
+
+def test_unknown_task_falls_back_to_reference():
+    rows = [dict(instruction="Say hi.", input="", output="hi", task="greet")]
+    assert score(rows, ["hi"]).accuracy == 1.0 and score(rows, ["hello"]).accuracy == 0.0
+
+def test_perplexity_matches_hf_loss(tiny, tokenizer):
+    text = "The chef cooks the meal every day. The meal is cooked by the chef every day."
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    tiny.eval()
+    with torch.no_grad(): loss = tiny(ids, labels=ids).loss.item()
+    assert perplexity(tiny, tokenizer, [text]) == pytest.approx(math.exp(loss), rel=1e-4)
+
+def test_first_line():
+    assert first_line("  The meal is cooked.\nThe chef") == "The meal is cooked."

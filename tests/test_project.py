@@ -1,0 +1,28 @@
+"The README's promises: two commands, README in sync with index.ipynb, CI runs what the README says."
+import json, re
+from pathlib import Path
+ROOT = Path(__file__).resolve().parents[1]
+
+def md_of_index():
+    nb = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text())
+    return '\n\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+
+def test_readme_matches_index():
+    norm = lambda s: re.sub(r'\s+', ' ', s).strip()
+    assert norm(md_of_index()) == norm((ROOT / 'README.md').read_text()), \
+        "README.md is stale: regenerate it with `jupyter nbconvert --to markdown --stdout nbs/index.ipynb > README.md`"
+
+def test_two_commands_are_what_ci_runs():
+    readme = (ROOT / 'README.md').read_text()
+    blocks = re.findall(r'```bash\n(.*?)\n```', readme, re.S)
+    assert blocks[:2] == ['bash setup.sh', 'bash test.sh']
+    ci = (ROOT / '.ci' / 'run').read_text()
+    assert 'bash setup.sh' in ci and 'bash test.sh' in ci
+    test = (ROOT / 'test.sh').read_text()
+    assert 'nbdev-test' in test and 'pytest tests/' in test
+
+def test_every_notebook_exports_or_teaches():
+    nbs = sorted((ROOT / 'nbs').glob('*.ipynb'))
+    for nb in nbs:
+        cells = json.loads(nb.read_text())['cells']
+        assert cells and cells[0]['cell_type'] == 'markdown' and ''.join(cells[0]['source']).startswith('# '), f"{nb.name} needs an H1 title cell"
