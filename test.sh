@@ -2,8 +2,11 @@
 # One command runs every test: each notebook under nbdev-test, then pytest over tests/.
 # Fails if either fails; the last line reads "N passed, N failed".
 set -uo pipefail
+# One torch thread per process: nbdev-test runs two notebooks at once on two cores, and more threads
+# than cores make OpenMP workers spin against each other (a tiny GPT-2 step ran ~100x slower).
+# Set OMP_NUM_THREADS yourself to override.
 cd "$(dirname "$0")"
-export PATH="$PWD/.venv/bin:$PATH" TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
+export PATH="$PWD/.venv/bin:$PATH" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
        MPLBACKEND=Agg PYTHONHASHSEED=0
 nb_total=$(ls nbs/*.ipynb | wc -l)
 nb_log=$(mktemp)
