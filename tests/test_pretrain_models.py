@@ -1,0 +1,101 @@
+"The pretraining command line, checkpoints, and `load_base` on local directories (no downloads)."
+import json, math, subprocess, sys, warnings
+import pytest, torch
+from ft_course.models import load_base, pick_device
+from ft_course.pretrain import (PretrainConfig, build_base, load_checkpoint, main, make_model, pack, pretrain,
+                                pretraining_cost, save_checkpoint, lr_at)
+from ft_course.data import pretraining_corpus
+
+TINY = ['--n_docs', '120', '--val_docs', '20', '--n_embd', '32', '--n_layer', '1', '--n_head', '2', '--block_size', '64',
+        '--steps', '6', '--eval_every', '3', '--batch_size', '4', '--warmup', '2', '--vocab_size', '400']
+
+def test_cli_builds_a_loadable_base(tmp_path):
+    info = main(['--out', str(tmp_path / 'base'), *TINY])
+    assert info['steps'] == 6 and math.isfinite(info['final_val_loss'])
+    model, tok = load_base(tmp_path / 'base', device='cpu')
+    assert model.config.n_embd == 32 and len(tok) == model.config.vocab_size
+    assert json.loads((tmp_path / 'base' / 'recipe.json').read_text())['config']['steps'] == 6
+    assert not (tmp_path / 'base.ckpt').exists()          # the checkpoint is cleaned up once the model is saved
+
+def test_cli_is_deterministic(tmp_path):
+    a = main(['--out', str(tmp_path / 'a'), *TINY]); b = main(['--out', str(tmp_path / 'b'), *TINY])
+    assert a['final_val_loss'] == b['final_val_loss']
+
+def test_cli_module_entry_point(tmp_path):
+    out = subprocess.run([sys.executable, '-m', 'ft_course.pretrain', '--help'], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and '--out' in out.stdout and '--n_embd' in out.stdout
+
+def test_out_is_a_file(tmp_path):
+    f = tmp_path / 'file'; f.write_text('x')
+    with pytest.raises(NotADirectoryError, match="is a file"): build_base(f, PretrainConfig(n_docs=50, val_docs=10, steps=1))
+
+def test_zero_lr_and_tiny_corpus(tokenizer):
+    with pytest.raises(ValueError, match="learning rate must be positive"):
+        pretrain(make_model(PretrainConfig(n_embd=16, n_layer=1, n_head=2, block_size=32), tokenizer),
+                 torch.zeros(4, 33, dtype=torch.long), torch.zeros(1, 33, dtype=torch.long), PretrainConfig(lr=0))
+    with pytest.raises(ValueError, match="fewer than one block"): pack(["The chef cooks."], tokenizer, 256)
+
+def test_resume_without_checkpoint(tmp_path, tokenizer):
+    cfg = PretrainConfig(n_embd=16, n_layer=1, n_head=2, block_size=32, steps=2)
+    m = make_model(cfg, tokenizer)
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        pretrain(m, torch.zeros(4, 33, dtype=torch.long), torch.zeros(1, 33, dtype=torch.long), cfg, ckpt_dir=tmp_path, resume=True)
+
+def test_interrupt_keeps_the_checkpoint(tmp_path, tokenizer):
+    cfg = PretrainConfig(n_embd=16, n_layer=1, n_head=2, block_size=32, steps=20, eval_every=5, batch_size=2)
+    blocks = pack(pretraining_corpus(60), tokenizer, 32)
+    m = make_model(cfg, tokenizer)
+    calls = {'n': 0}
+    def boom(module, inp, out):
+        calls['n'] += 1
+        if calls['n'] == 8: raise KeyboardInterrupt
+    h = m.transformer.register_forward_hook(boom)
+    with pytest.raises(KeyboardInterrupt): pretrain(m, blocks, blocks[:2], cfg, ckpt_dir=tmp_path / 'ck', progress=False)
+    h.remove()
+    state = json.loads((tmp_path / 'ck' / 'state.json').read_text())
+    assert state['step'] >= 5                                   # saved on the interrupt, after the step-5 checkpoint
+    resumed = pretrain(m, blocks, blocks[:2], cfg, ckpt_dir=tmp_path / 'ck', resume=True, progress=False)
+    fresh = pretrain(make_model(cfg, tokenizer), blocks, blocks[:2], cfg, progress=False)
+    assert resumed['train'] == fresh['train']
+
+def test_checkpoint_keeps_an_untied_head(tmp_path, tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    m = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=16, n_layer=1, n_head=2, tie_word_embeddings=False))
+    opt = torch.optim.AdamW(m.parameters())
+    save_checkpoint(tmp_path / 'c', m, opt, 3, {})
+    m2 = GPT2LMHeadModel(m.config); opt2 = torch.optim.AdamW(m2.parameters())
+    load_checkpoint(tmp_path / 'c', m2, opt2)
+    assert torch.equal(m2.lm_head.weight, m.lm_head.weight) and torch.equal(m2.transformer.wte.weight, m.transformer.wte.weight)
+
+def test_load_base_errors(tmp_path):
+    with pytest.raises(OSError, match="Could not load"): load_base(tmp_path / 'missing-model')
+    with pytest.raises(FileNotFoundError, match="holds no config.json"): load_base(tmp_path)
+
+def test_load_base_pad_token_fix_up(tmp_path, tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / 'tokenizer_config.json').read_text())
+    cfg.pop('pad_token', None); (tmp_path / 'tokenizer_config.json').write_text(json.dumps(cfg))
+    smap = tmp_path / 'special_tokens_map.json'
+    if smap.exists():
+        s = json.loads(smap.read_text()); s.pop('pad_token', None); smap.write_text(json.dumps(s))
+    with pytest.warns(UserWarning, match="no pad token"):
+        model, tok = load_base(tmp_path, device='cpu')
+    assert tok.pad_token == tok.eos_token and model.config.pad_token_id == tok.eos_token_id
+
+def test_pick_device():
+    assert pick_device('cpu').type == 'cpu'
+    assert pick_device().type in ('cpu', 'cuda', 'mps')
+
+def test_cost_arithmetic():
+    c = pretraining_cost(70e9, 15e12, gpus=1000, mfu=0.4, usd_per_gpu_hour=2.0)
+    assert c['flops'] == pytest.approx(6 * 70e9 * 15e12)
+    assert c['gpu_hours'] == pytest.approx(c['flops'] / (989e12 * 0.4) / 3600)
+    assert 1e3 < c['wall_clock_hours'] < 1e5 and 1e6 < c['usd'] < 1e8
+
+def test_schedule():
+    cfg = PretrainConfig(steps=100, warmup=10, lr=1.0, min_lr=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
