@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 # %% auto #0
-__all__ = ['pick_device', 'load_base']
+__all__ = ['pick_device', 'base_dir', 'load_base']
 
 # %% ../nbs/02d_base_model.ipynb #55057d46
 def pick_device(device:str|torch.device|None=None)->torch.device:
@@ -24,7 +24,8 @@ def pick_device(device:str|torch.device|None=None)->torch.device:
     return torch.device('cpu')
 
 # %% ../nbs/02d_base_model.ipynb #d34fe661
-def _base_dir()->Path:
+def base_dir()->Path:
+    "Where the shipped base model lives inside the installed package."
     import ft_course
     return Path(ft_course.__file__).parent/'assets'/'base'
 
@@ -34,7 +35,7 @@ def load_base(name_or_path:str|os.PathLike|None=None, # None: the shipped base; 
               trust_remote_code:bool=False, # run code shipped with a hub model (off unless you trust it)
              )->tuple:
     "Load a causal LM and its tokenizer: the course's shipped base by default, or any Hugging Face model."
-    src = _base_dir() if name_or_path is None else name_or_path
+    src = base_dir() if name_or_path is None else name_or_path
     if name_or_path is None and not (Path(src)/'config.json').exists():
         raise FileNotFoundError(f"The shipped base model is missing from {src}. Rebuild it with "
                                 "`python -m ft_course.pretrain --out ft_course/assets/base`, or reinstall the package.")

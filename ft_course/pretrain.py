@@ -213,6 +213,7 @@ def build_base(out:str|Path, # directory to write the model + tokenizer to
     tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}.tmp"))
     model.to('cpu').save_pretrained(tmp); tok.save_pretrained(tmp)
     (tmp/'recipe.json').write_text(json.dumps(info, indent=1))
+    tmp.chmod(0o755)                                              # mkdtemp makes it private; a model dir is not
     if out.exists(): shutil.rmtree(out)
     tmp.rename(out)
     shutil.rmtree(ckpt, ignore_errors=True)
