@@ -6,7 +6,7 @@ Docs: https://ft-course.github.io/ft-course/finetuning_or_prompting.html.md"""
 
 # %% ../nbs/01_finetuning_or_prompting.ipynb #fc3692b3
 from __future__ import annotations
-import math
+import math, warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from .data import TASKS, format_prompt
 
 # %% auto #0
-__all__ = ['generate', 'first_line', 'alpaca_prompt', 'is_correct', 'EvalResult', 'score', 'evaluate', 'perplexity', 'compare',
-           'plot_comparison']
+__all__ = ['CONTINUATIONS', 'generate', 'first_line', 'alpaca_prompt', 'is_correct', 'EvalResult', 'score', 'evaluate',
+           'perplexity', 'compare', 'plot_comparison', 'few_shot_prompt', 'continuation_prompt', 'first_sentence']
 
 # %% ../nbs/01_finetuning_or_prompting.ipynb #8872e66e
 @torch.no_grad()
@@ -34,13 +34,21 @@ def generate(model, # any Hugging Face causal LM
         if tokenizer.eos_token_id is None:
             raise ValueError("The tokenizer has neither a pad nor an eos token: set tokenizer.pad_token before generating.")
         tokenizer.pad_token = tokenizer.eos_token
+    ctx = getattr(model.config, 'n_positions', None) or getattr(model.config, 'max_position_embeddings', None)
+    room = None if ctx is None else ctx - max_new_tokens
+    if room is not None and room < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {ctx} tokens.")
     side, tokenizer.padding_side = tokenizer.padding_side, 'left'
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     out = []
     try:
         for i in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc='generate'):
-            enc = tokenizer(prompts[i:i + batch_size], return_tensors='pt', padding=True, add_special_tokens=False).to(device)
+            ids = tokenizer(prompts[i:i + batch_size], add_special_tokens=False)['input_ids']
+            if room is not None and max(map(len, ids)) > room:
+                warnings.warn(f"A prompt is longer than the {room} tokens the context leaves for it; its start was cut off.")
+                ids = [x[-room:] for x in ids]                # keep the end of an over-long prompt
+            enc = tokenizer.pad({'input_ids': ids}, return_tensors='pt').to(device)
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             for row in gen[:, enc['input_ids'].shape[1]:].tolist():
@@ -158,3 +166,26 @@ def plot_comparison(table:pd.DataFrame, title:str='Exact match by task', ax=None
     ax.legend(loc='upper left', fontsize='small', ncols=len(table.columns))
     plt.setp(ax.get_xticklabels(), ha='right')
     return ax
+
+# %% ../nbs/01_finetuning_or_prompting.ipynb #50aa239d
+def few_shot_prompt(example:dict, shots:list[dict])->str:
+    "The example's Alpaca prompt preceded by solved `shots`."
+    solved = ''.join(alpaca_prompt(s) + s['output'] + '\n\n' for s in shots)
+    return solved + alpaca_prompt(example)
+
+CONTINUATIONS = {  # task -> how a base model that has read our stories would naturally continue
+    'active_to_passive': "{input} In other words,", 'passive_to_active': "{input} In other words,",
+    'present_to_past': "{input} Before,", 'past_to_present': "{input} Now,",
+}
+
+def continuation_prompt(example:dict)->str:
+    "The task rephrased as a text continuation where one exists, else the zero-shot prompt."
+    tmpl = CONTINUATIONS.get(example['task'])
+    return tmpl.format(input=example['input']) if tmpl else alpaca_prompt(example)
+
+def first_sentence(text:str)->str:
+    "The first sentence of a continuation, capitalised: 'the meal is cooked. The' -> 'The meal is cooked.'"
+    t = text.strip()
+    ends = [i for i in (t.find('.'), t.find('?')) if i >= 0]
+    t = t[:min(ends) + 1] if ends else t.split('\n')[0]
+    return t[:1].upper() + t[1:]

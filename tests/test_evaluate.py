@@ -54,3 +54,10 @@ def test_perplexity_matches_hf_loss(tiny, tokenizer):
 
 def test_first_line():
     assert first_line("  The meal is cooked.\nThe chef") == "The meal is cooked."
+
+def test_overlong_prompt_is_cut_from_the_left_with_a_warning(tiny, tokenizer):
+    long = "The chef cooks the meal every day. " * 40          # far more than the 128-token context
+    with pytest.warns(UserWarning, match="start was cut off"):
+        out = generate(tiny, tokenizer, [long], max_new_tokens=4)
+    assert len(out) == 1
+    with pytest.raises(ValueError, match="leaves no room"): generate(tiny, tokenizer, ["The chef"], max_new_tokens=128)
