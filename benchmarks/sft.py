@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from ft_course.data import format_prompt, instruction_dataset
 from ft_course.evaluate import evaluate
-from ft_course.models import _base_dir, load_base
+from ft_course.models import base_dir, load_base
 from ft_course.sft import SFTCollator, tokenize_dataset
 from ft_course.train import TrainConfig, train
 
@@ -46,7 +46,7 @@ def parse_args(argv=None):
 
 def get_model(args):
     "(model, tokenizer, description) of the model to benchmark."
-    if (_base_dir()/"config.json").exists(): m, t = load_base(device="cpu"); return m, t, "shipped base (ft_course/assets/base)"
+    if (base_dir()/"config.json").exists(): m, t = load_base(device="cpu"); return m, t, "shipped base (ft_course/assets/base)"
     if args.base: m, t = load_base(args.base, device="cpu"); return m, t, f"{args.base} (the shipped base is missing)"
     from ft_course.data import pretraining_corpus
     from ft_course.pretrain import PretrainConfig, make_model

@@ -26,3 +26,10 @@ def test_every_notebook_exports_or_teaches():
     for nb in nbs:
         cells = json.loads(nb.read_text())['cells']
         assert cells and cells[0]['cell_type'] == 'markdown' and ''.join(cells[0]['source']).startswith('# '), f"{nb.name} needs an H1 title cell"
+
+def test_benchmarks_start():
+    "Each benchmark parses its arguments (so an import that broke is caught here, not after a 5-minute run)."
+    import subprocess, sys
+    for b in sorted((ROOT / 'benchmarks').glob('*.py')):
+        r = subprocess.run([sys.executable, str(b), '--help'], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 0 and 'usage' in r.stdout.lower(), (b.name, r.stderr[-500:])
