@@ -17,7 +17,7 @@ from transformers.pytorch_utils import Conv1D
 # %% auto #0
 __all__ = ['NF4', 'nf4_from_quantiles', 'nearest_level', 'absmax_quantize', 'absmax_dequantize', 'pack4', 'unpack4',
            'dynamic_map', 'NF4Tensor', 'quantize_nf4', 'NF4Linear', 'quantize_model', 'dequantize_model',
-           'weight_bytes']
+           'weight_bytes', 'check_4bit_backend', 'load_4bit']
 
 # %% ../nbs/07_qlora.ipynb #aaaee65c
 NF4 = torch.tensor([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -191,3 +191,34 @@ def weight_bytes(model:nn.Module)->dict[str, int]:
     nf4 = sum(b.numel() * b.element_size() for m in model.modules() if isinstance(m, NF4Linear)
               for k, b in m.named_buffers(recurse=False))
     return dict(parameters=sum(p.numel() * p.element_size() for p in model.parameters()), nf4=nf4)
+
+# %% ../nbs/07_qlora.ipynb #74f1f827
+def check_4bit_backend(device:str|torch.device|None=None)->str:
+    "The device 4-bit loading will use, or a clear error if bitsandbytes cannot quantise there."
+    try: import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise ImportError("4-bit loading needs bitsandbytes: `pip install bitsandbytes`, or train with LoRA on a "
+                          "16/32-bit model instead (ft_course.lora).") from e
+    from ft_course.models import pick_device
+    dev = pick_device(device)
+    if dev.type not in ('cuda', 'cpu'):
+        raise RuntimeError(f"bitsandbytes has no 4-bit kernels for {dev.type!r}: load with device='cpu' (slow but it works), "
+                           "use a CUDA GPU, or train with plain LoRA on a 16-bit model.")
+    return dev.type
+
+def load_4bit(name_or_path=None, # None: the course's base; else a hub id or a local directory
+              device:str|None=None, # 'cuda' or 'cpu' (default: the best available)
+              compute_dtype:torch.dtype=torch.float32, # dtype of the matmuls after dequantisation (bf16 on GPUs)
+              double_quant:bool=True, # quantise the absmax constants too (QLoRA's default)
+             ):
+    "Load a causal LM with NF4 linear layers through `BitsAndBytesConfig`, and its tokenizer."
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from ft_course.models import base_dir, load_base
+    dev = check_4bit_backend(device)
+    src = base_dir() if name_or_path is None else name_or_path
+    _, tok = load_base(src, device='cpu')      # the tokenizer, with load_base's checks and pad fix-up
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=double_quant,
+                           bnb_4bit_compute_dtype=compute_dtype)
+    model = AutoModelForCausalLM.from_pretrained(src, quantization_config=q, device_map={'': dev}, dtype=compute_dtype)
+    if model.config.pad_token_id is None: model.config.pad_token_id = tok.pad_token_id
+    return model.eval(), tok

@@ -154,3 +154,27 @@ def test_dequantize_then_merge_for_deployment():
     plain = merge(dequantize_model(m), unload=True)
     assert not lora_layers(plain) and not any(isinstance(x, NF4Linear) for x in plain.modules())
     with torch.no_grad(): assert (plain(input_ids=ids).logits - y).abs().max() < 1e-4
+
+
+# ---- QLoRA through BitsAndBytesConfig (runs on the CPU here) ---------------------------------------------------
+def test_load_4bit_matches_fp32_loss():
+    from ft_course.quant import load_4bit
+    from ft_course.models import load_base
+    from ft_course.data import pretraining_corpus
+    m4, tok = load_4bit(device='cpu')
+    base, _ = load_base(device='cpu')
+    ids = tok(pretraining_corpus(1, seed=3)[0], return_tensors='pt', add_special_tokens=False)['input_ids'][:, :128]
+    with torch.no_grad(): l4, l32 = m4(ids, labels=ids).loss.item(), base(ids, labels=ids).loss.item()
+    assert abs(l4 - l32) < 0.05 * l32
+    assert m4.get_memory_footprint() < 0.5 * base.get_memory_footprint()
+
+def test_4bit_backend_errors(monkeypatch):
+    from ft_course.quant import check_4bit_backend
+    with pytest.raises(RuntimeError, match="no 4-bit kernels for 'mps'.*device='cpu'"): check_4bit_backend('mps')
+    import builtins
+    real_import = builtins.__import__
+    def no_bnb(name, *a, **k):
+        if name == 'bitsandbytes': raise ImportError('no bitsandbytes')
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, '__import__', no_bnb)
+    with pytest.raises(ImportError, match="pip install bitsandbytes"): check_4bit_backend('cpu')
