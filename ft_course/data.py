@@ -7,8 +7,7 @@ Docs: https://ft-course.github.io/ft-course/instruction_data.html.md"""
 # %% ../nbs/03_instruction_data.ipynb #0baaaede
 from __future__ import annotations
 import json, os, random, re, tempfile, warnings
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 

@@ -7,7 +7,7 @@ Docs: https://ft-course.github.io/ft-course/finetuning_or_prompting.html.md"""
 # %% ../nbs/01_finetuning_or_prompting.ipynb #fc3692b3
 from __future__ import annotations
 import math, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import pandas as pd
