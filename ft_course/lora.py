@@ -16,8 +16,9 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 # %% auto #0
-__all__ = ['LoRALinear', 'lora_candidates', 'lora_layers', 'inject_lora', 'count_trainable', 'merge', 'unmerge',
-           'lora_state_dict', 'save_adapter', 'load_adapter', 'to_peft', 'load_into_peft']
+__all__ = ['LoRALinear', 'TrainableTokens', 'token_layers', 'unseen_tokens', 'lora_candidates', 'lora_layers', 'inject_lora',
+           'count_trainable', 'merge', 'unmerge', 'lora_state_dict', 'save_adapter', 'load_adapter', 'to_peft',
+           'load_into_peft']
 
 # %% ../nbs/06_lora.ipynb #1ea049fc
 def _dims(layer:nn.Module)->tuple[int, int]:
@@ -86,6 +87,72 @@ class LoRALinear(nn.Module):
     def extra_repr(self)->str:
         return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}, merged={self.merged}"
 
+# %% ../nbs/06_lora.ipynb #bd97cfa4
+class TrainableTokens(nn.Module):
+    "An embedding, or the output head tied to it, whose rows `token_indices` train while every other row stays frozen."
+    def __init__(self, base_layer:nn.Module, # an nn.Embedding, or the nn.Linear output head that shares its weight
+                 token_indices:list[int]|None=None, # ids of the rows to train (for the embedding)
+                 tied_to:TrainableTokens|None=None, # for a tied output head: the embedding's TrainableTokens
+                ):
+        super().__init__()
+        if tied_to is None:
+            n = base_layer.weight.shape[0]
+            idx = sorted({int(i) for i in (token_indices if token_indices is not None else [])})
+            if not idx: raise ValueError("token_indices is empty: pass the ids of the tokens whose embeddings should train.")
+            if idx[0] < 0 or idx[-1] >= n:
+                raise ValueError(f"token ids must lie in [0, {n}) for an embedding of {n} rows; got {idx[0]} … {idx[-1]}.")
+        self.base_layer, self.merged = base_layer, False
+        for p in base_layer.parameters(): p.requires_grad_(False)
+        self._tied = [tied_to] if tied_to is not None else []      # in a list: not a submodule, not in the state dict
+        if tied_to is None:
+            self.register_buffer('token_indices', torch.tensor(idx), persistent=False)
+            self.trainable_tokens_delta = nn.Parameter(base_layer.weight.detach()[self.token_indices].clone())
+
+    @property
+    def source(self)->TrainableTokens: return self._tied[0] if self._tied else self
+
+    def merged_weight(self)->torch.Tensor:
+        "The base weight with the trainable rows written over it (a new tensor; the base weight is left as it is)."
+        s, w = self.source, self.base_layer.weight
+        return w.index_copy(0, s.token_indices, s.trainable_tokens_delta.to(w.dtype))
+
+    def forward(self, x:torch.Tensor)->torch.Tensor:
+        if self.merged: return self.base_layer(x)
+        b = self.base_layer
+        if isinstance(b, nn.Embedding): return F.embedding(x, self.merged_weight(), b.padding_idx, b.max_norm, b.norm_type, b.scale_grad_by_freq, b.sparse)
+        return F.linear(x, self.merged_weight(), b.bias)
+
+    @torch.no_grad()
+    def merge(self):
+        "Write the trained rows into the base weight (once, by the embedding, for a tied pair)."
+        if self.merged: return
+        if not self._tied:
+            self._original = self.base_layer.weight[self.token_indices].clone()
+            self.base_layer.weight.index_copy_(0, self.token_indices, self.trainable_tokens_delta.to(self.base_layer.weight.dtype))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self):
+        "Put the original rows back."
+        if not self.merged: return
+        if not self._tied: self.base_layer.weight.index_copy_(0, self.token_indices, self._original)
+        self.merged = False
+
+    def extra_repr(self)->str:
+        return f"tied to the embedding" if self._tied else f"{len(self.token_indices)} trainable rows"
+
+def token_layers(model:nn.Module)->dict[str, TrainableTokens]:
+    "The model's `TrainableTokens` wrappers by name."
+    return {n: m for n, m in model.named_modules() if isinstance(m, TrainableTokens)}
+
+def unseen_tokens(tokenizer, # the model's tokenizer
+                  texts:list[str], # what fine-tuning will train on (prompts and answers)
+                  corpus:list[str], # what the base model was pretrained on (or a large sample of it)
+                 )->list[int]:
+    "Ids of the tokens that `texts` use and `corpus` never does: rows of the embedding that pretraining never trained."
+    ids = lambda docs: {t for d in docs for t in tokenizer(d, add_special_tokens=False)['input_ids']}
+    return sorted(ids(texts) - ids(corpus))
+
 # %% ../nbs/06_lora.ipynb #0316e107
 def lora_candidates(model:nn.Module)->list[str]:
     "Full names of the modules LoRA can wrap (`nn.Linear`, GPT-2 `Conv1D`, and layers that declare `lora_compatible`)."
@@ -105,11 +172,13 @@ def inject_lora(model:nn.Module, # e.g. a Hugging Face causal LM; changed in pla
                 r:int=8, # rank of each update
                 alpha:float=16, # the update is scaled by alpha / r
                 dropout:float=0.0, # dropout on the input of each update branch
+                trainable_tokens:list[int]|None=None, # token ids whose embedding rows also train (tied head included)
                )->nn.Module:
-    "Wrap the matching linear layers of `model` in `LoRALinear` and freeze everything else."
+    "Wrap the matching linear layers of `model` in `LoRALinear` (and the embedding rows of `trainable_tokens`); freeze everything else."
     if isinstance(target_modules, (list, tuple, set)) and not target_modules:
         raise ValueError("target_modules is empty: name the layers to adapt, e.g. ['c_attn'] for GPT-2.")
-    if lora_layers(model): raise ValueError("The model already holds LoRA layers: merge or unload them first, or load a fresh model.")
+    if lora_layers(model) or token_layers(model):
+        raise ValueError("The model already holds LoRA layers: merge or unload them first, or load a fresh model.")
     cands = lora_candidates(model)
     names = [n for n in cands if _matches(n, target_modules)]
     if not names:
@@ -117,12 +186,28 @@ def inject_lora(model:nn.Module, # e.g. a Hugging Face causal LM; changed in pla
         raise ValueError(f"target_modules={target_modules!r} matches no nn.Linear or Conv1D in {type(model).__name__}. "
                          f"Its layer names end with: {short} (full names, e.g. {cands[:3]}). Pass some of those.")
     for n in names: _check_rank(model.get_submodule(n), r, n)       # check every layer before changing any
+    emb = _embedding(model) if trainable_tokens is not None else None
+    tokens = TrainableTokens(emb[1], trainable_tokens) if emb else None      # checks the ids before anything changes
     for p in model.parameters(): p.requires_grad_(False)
-    for n in names:
-        parent, _, child = n.rpartition('.')
-        owner = model.get_submodule(parent) if parent else model
-        setattr(owner, child, LoRALinear(getattr(owner, child), r, alpha, dropout, name=n))
+    for n in names: _replace(model, n, LoRALinear(model.get_submodule(n), r, alpha, dropout, name=n))
+    if tokens is not None:
+        head = model.get_output_embeddings() if hasattr(model, 'get_output_embeddings') else None
+        head_name = next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
+        _replace(model, emb[0], tokens)
+        if head_name and head.weight is emb[1].weight: _replace(model, head_name, TrainableTokens(head, tied_to=tokens))
     return model
+
+def _replace(model:nn.Module, name:str, new:nn.Module):
+    parent, _, child = name.rpartition('.')
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+def _embedding(model:nn.Module)->tuple[str, nn.Embedding]:
+    "(name, module) of the model's input embedding."
+    emb = model.get_input_embeddings() if hasattr(model, 'get_input_embeddings') else None
+    if not isinstance(emb, nn.Embedding):
+        raise ValueError(f"trainable_tokens needs a model whose get_input_embeddings() is an nn.Embedding; "
+                         f"{type(model).__name__} has {type(emb).__name__}. Pass trainable_tokens=None.")
+    return next(n for n, m in model.named_modules() if m is emb), emb
 
 def count_trainable(model:nn.Module)->tuple[int, int]:
     "(trainable, total) parameter counts, each shared tensor counted once — as peft's `get_nb_trainable_parameters`."
@@ -132,30 +217,35 @@ def count_trainable(model:nn.Module)->tuple[int, int]:
 # %% ../nbs/06_lora.ipynb #24b3601a
 def merge(model:nn.Module, unload:bool=False, # also replace each LoRA layer by its (merged) base layer
          )->nn.Module:
-    "Fold every LoRA update into its base weight; with `unload`, return the plain base architecture."
-    for n, m in lora_layers(model).items():
+    "Fold every LoRA update (and trainable token rows) into the base weights; with `unload`, return the plain base architecture."
+    for n, m in (lora_layers(model) | token_layers(model)).items():
         m.merge()
-        if unload:
-            parent, _, child = n.rpartition('.')
-            setattr(model.get_submodule(parent) if parent else model, child, m.base_layer)
+        if unload: _replace(model, n, m.base_layer)
     return model
 
 def unmerge(model:nn.Module)->nn.Module:
-    "Take every merged LoRA update out of its base weight again."
-    for m in lora_layers(model).values(): m.unmerge()
+    "Take every merged LoRA update (and token rows) out of the base weights again."
+    for m in (lora_layers(model) | token_layers(model)).values(): m.unmerge()
     return model
 
 # %% ../nbs/06_lora.ipynb #3e434926
+def _adapter_tensors(model:nn.Module)->dict[str, nn.Parameter]:
+    "The adapter's tensors by name: A and B of every LoRA layer, and the trainable token rows."
+    out = {f'{n}.{k}': getattr(m, k) for n, m in lora_layers(model).items() for k in ('lora_A', 'lora_B')}
+    return out | {f'{n}.trainable_tokens_delta': m.trainable_tokens_delta for n, m in token_layers(model).items() if not m._tied}
+
 def lora_state_dict(model:nn.Module)->dict[str, torch.Tensor]:
-    "Only the adapter: `{layer}.lora_A` and `{layer}.lora_B` for every LoRA layer."
-    return {f'{n}.{k}': getattr(m, k).detach().clone().contiguous() for n, m in lora_layers(model).items() for k in ('lora_A', 'lora_B')}
+    "Only the adapter: `{layer}.lora_A` and `{layer}.lora_B` for every LoRA layer, `{embedding}.trainable_tokens_delta`."
+    return {k: v.detach().clone().contiguous() for k, v in _adapter_tensors(model).items()}
 
 def save_adapter(model:nn.Module, path:str|os.PathLike)->Path:
     "Write the adapter of `model` to a safetensors file (atomically), with its settings as metadata."
     layers = lora_layers(model)
     if not layers: raise ValueError("The model has no LoRA layers to save: call inject_lora first.")
     m0 = next(iter(layers.values()))
-    meta = dict(r=m0.r, alpha=m0.alpha, dropout=getattr(m0.lora_dropout, 'p', 0.0), target_modules=sorted(layers))
+    tokens = [m.token_indices.tolist() for m in token_layers(model).values() if not m._tied]
+    meta = dict(r=m0.r, alpha=m0.alpha, dropout=getattr(m0.lora_dropout, 'p', 0.0), target_modules=sorted(layers),
+                trainable_tokens=tokens[0] if tokens else None)
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp'); os.close(fd)
     try:
@@ -171,16 +261,16 @@ def load_adapter(model:nn.Module, path:str|os.PathLike)->nn.Module:
     with safe_open(str(path), 'pt') as f: meta = json.loads((f.metadata() or {}).get('lora', 'null'))
     if meta is None: raise ValueError(f"{str(path)!r} is not an adapter written by save_adapter (no 'lora' metadata).")
     if not lora_layers(model):
-        inject_lora(model, '|'.join(map(re.escape, meta['target_modules'])), meta['r'], meta['alpha'], meta['dropout'])
-    sd, layers = load_file(str(path)), lora_layers(model)
-    want = {f'{n}.{k}' for n in layers for k in ('lora_A', 'lora_B')}
+        inject_lora(model, '|'.join(map(re.escape, meta['target_modules'])), meta['r'], meta['alpha'], meta['dropout'],
+                    trainable_tokens=meta.get('trainable_tokens'))
+    sd, params = load_file(str(path)), _adapter_tensors(model)
+    want = set(params)
     if set(sd) != want:
         raise ValueError(f"The adapter in {str(path)!r} does not fit this model: missing {sorted(want - set(sd))[:3]}, "
                          f"unexpected {sorted(set(sd) - want)[:3]}. Load it into the base model it was trained on.")
     with torch.no_grad():
         for k, v in sd.items():
-            n, _, which = k.rpartition('.')
-            p = getattr(layers[n], which)
+            p = params[k]
             if p.shape != v.shape:
                 raise ValueError(f"{k}: the adapter holds shape {tuple(v.shape)}, the model {tuple(p.shape)}. "
                                  "Load it into the base model it was trained on, with the same rank.")
@@ -189,17 +279,21 @@ def load_adapter(model:nn.Module, path:str|os.PathLike)->nn.Module:
 
 # %% ../nbs/06_lora.ipynb #46328be9
 def to_peft(sd:dict[str, torch.Tensor], adapter:str='default')->dict[str, torch.Tensor]:
-    "Rename an adapter state dict from `lora_state_dict` to peft's names (`base_model.model.{layer}.lora_A.{adapter}.weight`)."
+    "Rename an adapter state dict from `lora_state_dict` to peft's names (`base_model.model.{layer}.lora_A.{adapter}.weight`, …)."
     out = {}
     for k, v in sd.items():
         n, _, which = k.rpartition('.')
-        out[f'base_model.model.{n}.{which}.{adapter}.weight'] = v
+        if which == 'trainable_tokens_delta': out[f'base_model.model.{n}.token_adapter.trainable_tokens_delta.{adapter}'] = v
+        else: out[f'base_model.model.{n}.{which}.{adapter}.weight'] = v
     return out
 
 def load_into_peft(peft_model:nn.Module, sd:dict[str, torch.Tensor], adapter:str='default')->nn.Module:
     "Copy our adapter's A and B into a peft LoRA model of the same layers."
-    missing, unexpected = peft_model.load_state_dict(to_peft(sd, adapter), strict=False)
+    theirs = to_peft(sd, adapter)
+    missing, unexpected = peft_model.load_state_dict(theirs, strict=False)
     if unexpected: raise ValueError(f"peft has no parameters {unexpected[:3]}: build it with the same target_modules.")
-    lora_missing = [k for k in missing if '.lora_' in k]
+    params = peft_model.state_dict(keep_vars=True)
+    loaded = {params[k].data_ptr() for k in theirs}                 # a tied head's rows are the embedding's tensor
+    lora_missing = [k for k in missing if ('.lora_' in k or 'trainable_tokens_delta' in k) and params[k].data_ptr() not in loaded]
     if lora_missing: raise ValueError(f"The adapter lacks {lora_missing[:3]}: build peft with the same target_modules.")
     return peft_model

@@ -196,3 +196,81 @@ def test_refused_injection_leaves_model_untouched():
     m = gpt2()
     with pytest.raises(ValueError): inject_lora(m, ['c_attn', 'c_fc'], r=40)     # 40 > min(in, out) = 32
     assert not lora_layers(m) and all(p.requires_grad for p in m.parameters())
+
+
+# --- trainable token rows (peft's trainable_token_indices) ------------------------------------------------------------------
+
+from ft_course.lora import TrainableTokens, token_layers, unseen_tokens
+
+TOKENS = [3, 17, 42, 99]
+
+def token_pair():
+    "Our LoRA + token rows and peft's, on the same tied GPT-2, with the same random A, B and rows."
+    torch.manual_seed(0)
+    ours = inject_lora(gpt2(), ['c_attn', 'c_fc'], r=4, alpha=8, trainable_tokens=TOKENS)
+    randomise_B(ours)
+    with torch.no_grad(): token_layers(ours)['transformer.wte'].trainable_tokens_delta.normal_(0, 1)
+    theirs = get_peft_model(gpt2(), LoraConfig(r=4, lora_alpha=8, target_modules=['c_attn', 'c_fc'], fan_in_fan_out=True,
+                                               trainable_token_indices={'wte': TOKENS}, ensure_weight_tying=True))
+    load_into_peft(theirs, lora_state_dict(ours))
+    return ours, theirs
+
+def test_token_rows_match_peft_outputs_and_gradients():
+    ours, theirs = token_pair()
+    ours.eval(); theirs.eval()                                   # no dropout: the pair must agree exactly
+    lo, lt = gpt2_loss(ours, 0), gpt2_loss(theirs, 0)
+    assert (lo[0] - lt[0]).abs().max() < 1e-5
+    lo[1].backward(); lt[1].backward()
+    g_ours = token_layers(ours)['transformer.wte'].trainable_tokens_delta.grad
+    g_peft = dict(theirs.named_parameters())['base_model.model.transformer.wte.token_adapter.trainable_tokens_delta.default'].grad
+    assert g_ours.abs().max() > 0 and (g_ours - g_peft).abs().max() < 1e-6
+    assert count_trainable(ours)[0] == theirs.get_nb_trainable_parameters()[0] == 2 * 4 * ((32 + 96) + (32 + 128)) + 4 * 32
+
+def test_token_rows_reach_the_tied_head_and_leave_the_base_alone():
+    m = gpt2(); w0 = m.transformer.wte.weight.detach().clone()
+    inject_lora(m, ['c_attn'], r=2, trainable_tokens=TOKENS)
+    assert isinstance(m.lm_head, TrainableTokens) and m.lm_head.source is m.transformer.wte
+    with torch.no_grad(): m.transformer.wte.trainable_tokens_delta.add_(1.0)
+    h = torch.randn(2, 32)
+    with torch.no_grad(): out = m.lm_head(h)
+    expected = h @ m.transformer.wte.merged_weight().T
+    assert torch.allclose(out, expected, atol=1e-5) and not torch.allclose(out, h @ w0.T, atol=1e-3)
+    assert torch.equal(m.transformer.wte.base_layer.weight, w0)
+
+def test_merge_with_token_rows_gives_plain_tied_model():
+    ours, _ = token_pair(); ours.eval()
+    ids = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(): y = ours(input_ids=ids).logits
+    plain = merge(ours, unload=True)
+    assert not lora_layers(plain) and not token_layers(plain)
+    assert isinstance(plain.transformer.wte, nn.Embedding) and plain.lm_head.weight is plain.transformer.wte.weight
+    with torch.no_grad(): assert (plain(input_ids=ids).logits - y).abs().max() < 1e-4
+
+def test_unmerge_restores_original_rows():
+    m = gpt2(); w0 = m.transformer.wte.weight.detach().clone()
+    inject_lora(m, ['c_attn'], r=2, trainable_tokens=TOKENS)
+    with torch.no_grad(): m.transformer.wte.trainable_tokens_delta.add_(1.0)
+    merge(m); assert not torch.equal(m.transformer.wte.base_layer.weight, w0)
+    unmerge(m); assert torch.equal(m.transformer.wte.base_layer.weight, w0)
+
+def test_adapter_with_token_rows_round_trip(tmp_path):
+    ours, _ = token_pair(); ours.eval()
+    f = save_adapter(ours, tmp_path/'a.safetensors')
+    fresh = load_adapter(gpt2().eval(), f)
+    assert token_layers(fresh)['transformer.wte'].token_indices.tolist() == TOKENS
+    ids = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(): assert torch.equal(fresh(input_ids=ids).logits, ours(input_ids=ids).logits)
+
+def test_token_rows_bad_input():
+    m = gpt2()
+    with pytest.raises(ValueError, match=r'must lie in \[0, 100\)'): inject_lora(m, ['c_attn'], trainable_tokens=[5, 100])
+    with pytest.raises(ValueError, match='token_indices is empty'): inject_lora(m, ['c_attn'], trainable_tokens=[])
+    assert not lora_layers(m) and not token_layers(m) and all(p.requires_grad for p in m.parameters())   # left as it was
+    with pytest.raises(ValueError, match='get_input_embeddings'): inject_lora(mlp(), ['q_proj'], trainable_tokens=[1])
+
+def test_unseen_tokens(tokenizer):
+    ids = unseen_tokens(tokenizer, ['Did the cat sleep?'], ['The cat slept. The dog slept.'])
+    corpus_ids = set(tokenizer('The cat slept. The dog slept.', add_special_tokens=False)['input_ids'])
+    assert ids and not set(ids) & corpus_ids
+    assert set(ids) <= set(tokenizer('Did the cat sleep?', add_special_tokens=False)['input_ids'])
+    assert unseen_tokens(tokenizer, ['The cat slept.'], ['The cat slept. The dog slept.']) == []
