@@ -1,4 +1,4 @@
-"""Four bits per weight: the NormalFloat levels from normal quantiles, blockwise absmax scaling, double quantisation of the scales, two codes per byte — written from scratch and checked against bitsandbytes code for code; then a LoRA adapter trained on the frozen 4-bit model.
+"""Four bits per weight: the NormalFloat levels from normal quantiles, blockwise absmax scaling, double quantisation of the scales, two codes per byte — written from scratch and checked against bitsandbytes code for code; then a LoRA adapter trained on the frozen 4-bit model, from scratch and with bitsandbytes + peft.
 
 Docs: https://ft-course.github.io/ft-course/qlora.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://ft-course.github.io/ft-course/qlora.html.md"""
 
 # %% ../nbs/07_qlora.ipynb #c94397f6
 from __future__ import annotations
-import math
+import functools, math
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +16,7 @@ from transformers.pytorch_utils import Conv1D
 
 # %% auto #0
 __all__ = ['NF4', 'nf4_from_quantiles', 'nearest_level', 'absmax_quantize', 'absmax_dequantize', 'pack4', 'unpack4',
-           'dynamic_map', 'NF4Tensor', 'quantize_nf4', 'NF4Linear', 'quantize_model', 'dequantize_model',
+           'dynamic_map', 'NF4Tensor', 'quantize_nf4', 'NF4Matmul', 'NF4Linear', 'quantize_model', 'dequantize_model',
            'weight_bytes', 'check_4bit_backend', 'load_4bit']
 
 # %% ../nbs/07_qlora.ipynb #aaaee65c
@@ -72,8 +72,9 @@ def unpack4(packed:torch.Tensor, n:int)->torch.Tensor:
     return torch.stack([p >> 4, p & 0xF], dim=1).reshape(-1)[:n]
 
 # %% ../nbs/07_qlora.ipynb #4c15b86f
+@functools.lru_cache(maxsize=None)
 def dynamic_map(max_exponent_bits:int=7, total_bits:int=8)->torch.Tensor:
-    "bitsandbytes' signed dynamic 8-bit map: 256 sorted values in [-1, 1] with exponentially finer steps near 0."
+    "bitsandbytes' signed dynamic 8-bit map: 256 sorted values in [-1, 1] with exponentially finer steps near 0 (built once; do not modify it)."
     data, non_sign = [], total_bits - 1
     for i in range(max_exponent_bits):
         k = 2 ** (i + non_sign - max_exponent_bits) + 1
@@ -136,6 +137,17 @@ def quantize_nf4(w:torch.Tensor, # the weights (any shape; fp32, fp16 or bf16)
     return NF4Tensor(pack4(codes), c2, w.shape, w.dtype, blocksize, absmax2, offset, blocksize2)
 
 # %% ../nbs/07_qlora.ipynb #d6492f19
+class NF4Matmul(torch.autograd.Function):
+    "x @ Wᵀ for a frozen NF4 weight, dequantised in the forward pass and again in the backward: no 32-bit copy is kept."
+    @staticmethod
+    def forward(ctx, x:torch.Tensor, layer:nn.Module)->torch.Tensor:
+        ctx.layer = layer                                               # the 4-bit codes, not a 32-bit copy
+        return x @ layer.dequantized_weight(x.dtype).T
+
+    @staticmethod
+    def backward(ctx, grad:torch.Tensor):
+        return grad @ ctx.layer.dequantized_weight(grad.dtype), None               # dL/dx = dL/dy · W; W itself gets no gradient
+
 class NF4Linear(nn.Module):
     "A frozen linear layer (from `nn.Linear` or GPT-2 `Conv1D`) whose weight is stored in NF4 and dequantised on the fly."
     lora_compatible = True                                           # ft_course.lora can wrap it
@@ -154,8 +166,13 @@ class NF4Linear(nn.Module):
     def nf4(self)->NF4Tensor:
         return NF4Tensor(self.packed, self.absmax, self.shape, self.compute_dtype, self.blocksize, self.absmax2, self.offset, self.blocksize2)
 
+    def dequantized_weight(self, dtype:torch.dtype|None=None)->torch.Tensor:
+        "The dequantised (out, in) weight, built afresh from the 4-bit codes."
+        return self.nf4().dequantize().to(dtype or self.compute_dtype)
+
     def forward(self, x:torch.Tensor)->torch.Tensor:
-        return F.linear(x, self.nf4().dequantize().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        y = NF4Matmul.apply(x, self)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def extra_repr(self)->str: return f"in={self.in_features}, out={self.out_features}, nf4, block={self.blocksize}"
 
@@ -179,7 +196,7 @@ def dequantize_model(model:nn.Module)->nn.Module:
         if not isinstance(m, NF4Linear): continue
         lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, dtype=m.compute_dtype, device=m.packed.device)
         with torch.no_grad():
-            lin.weight.copy_(m.nf4().dequantize())
+            lin.weight.copy_(m.dequantized_weight())
             if m.bias is not None: lin.bias.copy_(m.bias)
         lin.requires_grad_(False)
         parent, _, child = n.rpartition('.')
@@ -221,4 +238,11 @@ def load_4bit(name_or_path=None, # None: the course's base; else a hub id or a l
                            bnb_4bit_compute_dtype=compute_dtype)
     model = AutoModelForCausalLM.from_pretrained(src, quantization_config=q, device_map={'': dev}, dtype=compute_dtype)
     if model.config.pad_token_id is None: model.config.pad_token_id = tok.pad_token_id
+    if dev == 'cpu':
+        # On CPUs with AVX512-BF16, bitsandbytes repacks a layer's weight for a faster inference kernel the first time
+        # it runs in eval mode without gradients; that layout cannot be trained (an in-place autograd error in
+        # bitsandbytes 0.50). Keep the standard layout, so a model can go from evaluation back to training.
+        import bitsandbytes as bnb
+        for m in model.modules():
+            if isinstance(m, bnb.nn.Linear4bit): m.support_avx512bf16_for_cpu = False
     return model.eval(), tok

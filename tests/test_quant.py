@@ -178,3 +178,41 @@ def test_4bit_backend_errors(monkeypatch):
         return real_import(name, *a, **k)
     monkeypatch.setattr(builtins, '__import__', no_bnb)
     with pytest.raises(ImportError, match="pip install bitsandbytes"): check_4bit_backend('cpu')
+
+
+# ---- NF4Matmul: the backward pass dequantises again instead of keeping a 32-bit copy ---------------------------------
+def _saved_bytes(fn, x):
+    saved = {}
+    def pack(t): saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes(); return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): fn(x).square().sum().backward()
+    return sum(saved.values())
+
+def test_nf4_matmul_gradient_equals_dequantised_linear_and_keeps_no_weight():
+    torch.manual_seed(0)
+    q = NF4Linear(nn.Linear(64, 256))
+    x1 = torch.randn(3, 7, 64, requires_grad=True); x2 = x1.detach().clone().requires_grad_()
+    naive = lambda x: torch.nn.functional.linear(x, q.nf4().dequantize(), q.bias)
+    b_naive, b_ours = _saved_bytes(naive, x1), _saved_bytes(q, x2)
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-6) and x2.grad.abs().sum() > 0
+    assert b_naive >= 64 * 256 * 4                     # autograd kept the dequantised fp32 weight
+    assert b_ours < b_naive - 64 * 256 * 4 + 1          # ours did not
+
+
+# ---- training bitsandbytes 4-bit + peft on the CPU ----------------------------------------------------------------------
+def test_bnb_peft_trains_on_cpu_after_evaluation():
+    "bitsandbytes repacks CPU weights for inference in eval mode; load_4bit must keep them trainable afterwards."
+    from peft import LoraConfig, get_peft_model
+    from ft_course.quant import load_4bit
+    m4, tok = load_4bit(device='cpu')
+    ids = tok(['The cat saw the dog. The dog ran away.'] * 2, return_tensors='pt')
+    with torch.no_grad(): l_eval = m4(**ids, labels=ids['input_ids']).loss.item()          # eval, no grad: the repack trigger
+    pm = get_peft_model(m4, LoraConfig(r=4, lora_alpha=8, target_modules=['c_attn', 'c_fc'], fan_in_fan_out=True, task_type='CAUSAL_LM'))
+    w4 = {n: p.detach().clone() for n, p in pm.named_parameters() if p.dtype == torch.uint8}
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-2)
+    pm.train(); losses = []
+    for _ in range(5):
+        loss = pm(**ids, labels=ids['input_ids']).loss; loss.backward(); opt.step(); opt.zero_grad(); losses.append(loss.item())
+    assert abs(losses[0] - l_eval) < 1e-3 * l_eval and losses[-1] < losses[0]
+    assert w4 and all(torch.equal(p, w4[n]) for n, p in pm.named_parameters() if n in w4)
+    pm.eval()
+    with torch.no_grad(): assert abs(pm(**ids, labels=ids['input_ids']).loss.item() - losses[-1]) < losses[0] - losses[-1]
