@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, asdict
 
+import torch
+from torch import nn
+
 # %% auto #0
 __all__ = ['MODELS', 'METHODS', 'OPTIMIZERS', 'NF4_BYTES', 'GPUS', 'ModelShape', 'model_shape', 'lora_params', 'activation_bytes',
-           'finetune_memory', 'vram_table', 'vram_calculator']
+           'finetune_memory', 'training_step_memory', 'vram_table', 'vram_calculator']
 
 # %% ../nbs/07b_memory.ipynb #c24d4258
 _LLAMA = dict(model_type='llama', vocab_size=32000, tie_word_embeddings=False)
@@ -143,6 +146,32 @@ def finetune_memory(config, # a HF config (object or dict), a name in `MODELS`, 
     out = dict(weights=int(weights), gradients=int(grads), optimizer=int(opt), activations=act)
     out['total'] = sum(out.values())
     return dict(out, gb=out['total'] / 1e9, trainable_params=trainable)
+
+# %% ../nbs/07b_memory.ipynb #108df88e
+def training_step_memory(model:nn.Module, # a causal LM in training mode, with its trainable parameters set
+                         batch:dict, # model inputs with `labels`, e.g. from a tokenizer
+                         optimizer:torch.optim.Optimizer|None=None, # default: AdamW with lr=0 (the weights do not move)
+                        )->dict[str, int]:
+    "Bytes held in one training step: weights (parameters and buffers), gradients, optimizer states, saved activations."
+    nb = lambda ts: sum(t.numel() * t.element_size() for t in ts)
+    params, buffers = list(model.parameters()), list(model.buffers())
+    trainable = [p for p in params if p.requires_grad]
+    if not trainable: raise ValueError("The model has no trainable parameters: unfreeze some, or inject LoRA first.")
+    if 'labels' not in batch: raise ValueError("batch needs 'labels' (e.g. labels=input_ids) so the model returns a loss.")
+    opt = optimizer or torch.optim.AdamW(trainable, lr=0.0)
+    weights = {t.untyped_storage().data_ptr() for t in params + buffers}
+    saved = {}
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in weights and s.device.type != 'meta': saved[s.data_ptr()] = s.nbytes()
+        return t
+    opt.zero_grad(set_to_none=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): loss = model(**batch).loss
+    loss.backward(); opt.step()
+    out = dict(weights=nb(params) + nb(buffers), gradients=nb(p.grad for p in trainable if p.grad is not None),
+               optimizer=nb(v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)), activations=sum(saved.values()))
+    opt.zero_grad(set_to_none=True)
+    return out | dict(total=sum(out.values()))
 
 # %% ../nbs/07b_memory.ipynb #08cc9d22
 GPUS = (24, 48, 80)   # GB of common cards: RTX 4090 / A6000, L40S / A100 80GB, H100

@@ -106,3 +106,36 @@ def test_bad_input():
     with pytest.raises(ValueError, match='positive'): model_shape(-5)
     with pytest.raises(ValueError, match="'all', 'attn'"): lora_params(model_shape('Llama-2-7B'), 16, 'mlp')
     with pytest.raises(ValueError, match='rank'): finetune_memory('Llama-2-7B', 'lora', lora_r=0)
+
+
+# ---- training_step_memory: the bytes one real step holds ---------------------------------------------------------------
+def _batch(tok):
+    ids = tok(["### Instruction: add 2 and 3\n### Response: 5"] * 2, return_tensors='pt')
+    return dict(**ids, labels=ids['input_ids'])
+
+def test_training_step_memory_counts_what_a_step_holds():
+    from ft_course.memory import training_step_memory
+    from ft_course.lora import inject_lora, count_trainable
+    from ft_course.quant import quantize_model
+    from ft_course.models import load_base
+    model, tok = load_base()
+    w0 = {k: v.clone() for k, v in model.state_dict().items()}
+    full = training_step_memory(model.train(), _batch(tok))
+    n = sum(p.numel() for p in model.parameters())
+    assert full['weights'] == 4 * n and full['gradients'] == 4 * n
+    assert 8 * n <= full['optimizer'] <= 8 * n + 4 * 100                      # two moments, plus a step counter per tensor
+    assert full['activations'] > 0 and full['total'] == sum(v for k, v in full.items() if k != 'total')
+    assert all(torch.equal(v, w0[k]) for k, v in model.state_dict().items())   # lr=0: nothing moved
+    lora = training_step_memory(inject_lora(load_base()[0], ['c_attn', 'c_proj', 'c_fc'], r=16).train(), _batch(tok))
+    qlora = training_step_memory(inject_lora(quantize_model(load_base()[0]), ['c_attn', 'c_proj', 'c_fc'], r=16).train(), _batch(tok))
+    assert lora['gradients'] == qlora['gradients'] < full['gradients'] / 5
+    assert qlora['weights'] < 0.6 * lora['weights']
+    assert qlora['activations'] <= lora['activations']                        # NF4Matmul keeps no dequantised weights
+
+def test_training_step_memory_bad_input():
+    from ft_course.memory import training_step_memory
+    from ft_course.models import load_base
+    model, tok = load_base()
+    with pytest.raises(ValueError, match="needs 'labels'"): training_step_memory(model, {'input_ids': torch.tensor([[1, 2]])})
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match='no trainable parameters'): training_step_memory(model, _batch(tok))
