@@ -211,7 +211,7 @@ def token_pair():
     randomise_B(ours)
     with torch.no_grad(): token_layers(ours)['transformer.wte'].trainable_tokens_delta.normal_(0, 1)
     theirs = get_peft_model(gpt2(), LoraConfig(r=4, lora_alpha=8, target_modules=['c_attn', 'c_fc'], fan_in_fan_out=True,
-                                               trainable_token_indices={'wte': TOKENS}, ensure_weight_tying=True))
+                                               trainable_token_indices={'wte': TOKENS}))
     load_into_peft(theirs, lora_state_dict(ours))
     return ours, theirs
 
