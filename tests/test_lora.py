@@ -11,13 +11,6 @@ from ft_course.lora import (LoRALinear, count_trainable, inject_lora, load_adapt
                             lora_layers, lora_state_dict, merge, save_adapter, to_peft, unmerge)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class MLP(nn.Module):
     "A small model of plain nn.Linear layers (the Llama-style case)."
     def __init__(self):

@@ -4,13 +4,6 @@ import pytest, torch
 from ft_course.memory import METHODS, MODELS, NF4_BYTES, finetune_memory, lora_params, model_shape, vram_table
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_published_parameter_counts():
     assert model_shape('Llama-2-7B').n_params == 6_738_415_616
     assert model_shape('LLaMA-65B').n_params == 65_285_660_672

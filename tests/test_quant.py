@@ -7,12 +7,6 @@ import bitsandbytes.functional as bnbf
 from ft_course.quant import NF4, absmax_quantize, dynamic_map, nf4_from_quantiles, pack4, quantize_nf4, unpack4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def tensors():
     g = torch.Generator().manual_seed(0)
     return {'normal 256x128': torch.randn(256, 128, generator=g) * 0.02,

@@ -12,13 +12,6 @@ from ft_course.sft import SFTCollator, batch_order, sft_loss, tokenize_dataset
 from ft_course.train import TrainConfig, train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    "Tiny models gain nothing from threads, and threads crawl on a CPU shared with other work."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope="module")
 def data():
     return instruction_dataset(200, seed=3)
