@@ -267,3 +267,21 @@ def test_unseen_tokens(tokenizer):
     assert ids and not set(ids) & corpus_ids
     assert set(ids) <= set(tokenizer('Did the cat sleep?', add_special_tokens=False)['input_ids'])
     assert unseen_tokens(tokenizer, ['The cat slept.'], ['The cat slept. The dog slept.']) == []
+
+def test_token_rows_on_untied_llama_match_peft():
+    "A Llama-style model: nn.Linear projections, an untied head — only the input embedding gets trainable rows."
+    from transformers import LlamaConfig, LlamaForCausalLM
+    def llama():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+    torch.manual_seed(0)
+    ours = inject_lora(llama(), ['q_proj', 'v_proj'], r=4, alpha=8, trainable_tokens=TOKENS)
+    assert list(token_layers(ours)) == ['model.embed_tokens'] and isinstance(ours.lm_head, nn.Linear)
+    randomise_B(ours)
+    with torch.no_grad(): token_layers(ours)['model.embed_tokens'].trainable_tokens_delta.normal_(0, 1)
+    theirs = get_peft_model(llama(), LoraConfig(r=4, lora_alpha=8, target_modules=['q_proj', 'v_proj'], trainable_token_indices=TOKENS))
+    load_into_peft(theirs, lora_state_dict(ours))
+    lo, lt = gpt2_loss(ours.eval(), 0), gpt2_loss(theirs.eval(), 0)
+    assert (lo[0] - lt[0]).abs().max() < 1e-5
+    assert count_trainable(ours)[0] == theirs.get_nb_trainable_parameters()[0]
