@@ -149,7 +149,7 @@ def unseen_tokens(tokenizer, # the model's tokenizer
                   texts:list[str], # what fine-tuning will train on (prompts and answers)
                   corpus:list[str], # what the base model was pretrained on (or a large sample of it)
                  )->list[int]:
-    "Ids of the tokens that `texts` use and `corpus` never does: rows of the embedding that pretraining never trained."
+    "Ids of the tokens that `texts` use and `corpus` never does: tokens pretraining never showed the model."
     ids = lambda docs: {t for d in docs for t in tokenizer(d, add_special_tokens=False)['input_ids']}
     return sorted(ids(texts) - ids(corpus))
 
