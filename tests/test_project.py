@@ -33,3 +33,17 @@ def test_benchmarks_start():
     for b in sorted((ROOT / 'benchmarks').glob('*.py')):
         r = subprocess.run([sys.executable, str(b), '--help'], capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert r.returncode == 0 and 'usage' in r.stdout.lower(), (b.name, r.stderr[-500:])
+
+def test_docs_processing_runs_no_lesson_code():
+    "nbdev-docs executes every cell that imports anything (and export cells); a lesson line in such a cell breaks the site."
+    import ast
+    from nbdev.process import NBProcessor
+    from nbdev.processors import _do_eval
+    bad = []
+    for nb in sorted((ROOT / 'nbs').glob('*.ipynb')):
+        proc = NBProcessor(nb, procs=[])
+        for cell in proc.nb.cells:
+            if cell.cell_type != 'code' or not _do_eval(cell) or cell.directives_.keys() & {'export', 'exports', 'exporti'}: continue
+            if not all(isinstance(t, (ast.Import, ast.ImportFrom)) for t in cell.parsed_()):
+                bad.append(f"{nb.name}: {cell.source[:80]!r}")
+    assert not bad, "Move these imports into an imports-only cell (docs processing would run the lesson code):\n" + '\n'.join(bad)
