@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import TASKS, format_prompt
+from .models import context_length
 
 # %% auto #0
 __all__ = ['CONTINUATIONS', 'generate', 'first_line', 'alpaca_prompt', 'is_correct', 'EvalResult', 'score', 'evaluate',
@@ -34,7 +35,7 @@ def generate(model, # any Hugging Face causal LM
         if tokenizer.eos_token_id is None:
             raise ValueError("The tokenizer has neither a pad nor an eos token: set tokenizer.pad_token before generating.")
         tokenizer.pad_token = tokenizer.eos_token
-    ctx = getattr(model.config, 'n_positions', None) or getattr(model.config, 'max_position_embeddings', None)
+    ctx = context_length(model)
     room = None if ctx is None else ctx - max_new_tokens
     if room is not None and room < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {ctx} tokens.")
@@ -132,7 +133,7 @@ def perplexity(model, tokenizer, texts:list[str], # the text set
                batch_size:int=16, max_length:int|None=None)->float:
     "Token-weighted perplexity of `model` on `texts`."
     if not texts: raise ValueError("perplexity needs at least one text.")
-    max_length = max_length or getattr(model.config, 'n_positions', None) or getattr(model.config, 'max_position_embeddings', 1024)
+    max_length = max_length or context_length(model) or 1024
     if tokenizer.pad_token_id is None: tokenizer.pad_token = tokenizer.eos_token
     was_training, device = model.training, next(model.parameters()).device
     model.eval()

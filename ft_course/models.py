@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 # %% auto #0
-__all__ = ['pick_device', 'base_dir', 'load_base']
+__all__ = ['pick_device', 'context_length', 'pad_token_id', 'base_dir', 'load_base']
 
 # %% ../nbs/02d_base_model.ipynb #55057d46
 def pick_device(device:str|torch.device|None=None)->torch.device:
@@ -22,6 +22,17 @@ def pick_device(device:str|torch.device|None=None)->torch.device:
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
+
+def context_length(model)->int|None:
+    "The model's context length in tokens, if its config says (GPT-2: `n_positions`; Llama and most others: `max_position_embeddings`)."
+    c = model.config
+    return getattr(c, 'n_positions', None) or getattr(c, 'max_position_embeddings', None)
+
+def pad_token_id(tokenizer)->int:
+    "The tokenizer's pad id, falling back to its EOS id (GPT-2 style tokenizers have no pad token)."
+    p = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if p is None: raise ValueError("The tokenizer has neither a pad nor an eos token: set tokenizer.pad_token first.")
+    return p
 
 # %% ../nbs/02d_base_model.ipynb #d34fe661
 def base_dir()->Path:

@@ -16,13 +16,13 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from .data import instruction_dataset
-from .models import base_dir, load_base
+from .models import base_dir, context_length, load_base, pad_token_id
 from .train import TrainConfig, train
 
 # %% auto #0
-__all__ = ['START_DEMOS', 'START_STEPS', 'START_LR', 'cache_dir', 'alignment_start', 'Rollout', 'context_length', 'encode',
-           'filter_logits', 'sample', 'token_logprobs', 'masked_mean', 'rl_prompts', 'exact_reward',
-           'clipped_policy_loss', 'kl_per_token']
+__all__ = ['START_DEMOS', 'START_STEPS', 'START_LR', 'cache_dir', 'alignment_start', 'Rollout', 'encode', 'filter_logits',
+           'sample', 'token_logprobs', 'masked_mean', 'rl_prompts', 'exact_reward', 'clipped_policy_loss',
+           'kl_per_token']
 
 # %% ../nbs/09_rollouts.ipynb #549e379a
 START_DEMOS, START_STEPS, START_LR = 100, 150, 1e-3   # the recipe: 100 demonstrations, 150 steps of SFT at lr 1e-3
@@ -87,12 +87,6 @@ class Rollout:
         "The same rollout with its tensors on `device`."
         return Rollout(**{f.name: getattr(self, f.name) if f.name == 'texts' else getattr(self, f.name).to(device) for f in fields(self)})
 
-def _pad_id(tokenizer)->int:
-    "The tokenizer's pad id, falling back to EOS."
-    p = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if p is None: raise ValueError("The tokenizer has neither a pad nor an eos token: set tokenizer.pad_token first.")
-    return p
-
 def _left_pad(seqs:list[list[int]], pad:int)->tuple[torch.Tensor, torch.Tensor]:
     "Left-pad lists of ids: (ids, mask)."
     L = max(map(len, seqs))
@@ -106,11 +100,6 @@ def _right_pad(seqs:list[list[int]], pad:int)->tuple[torch.Tensor, torch.Tensor]
     ids = torch.tensor([list(s) + [pad] * (L - len(s)) for s in seqs], dtype=torch.long)
     mask = torch.tensor([[1] * len(s) + [0] * (L - len(s)) for s in seqs], dtype=torch.long)
     return ids, mask
-
-def context_length(model)->int|None:
-    "The model's context length, if its config says."
-    c = model.config
-    return getattr(c, 'n_positions', None) or getattr(c, 'max_position_embeddings', None)
 
 def _check_prompts(prompt_ids:list[list[int]], room:int|None, what:str='prompt'):
     "A clear error for an empty prompt or one that leaves no room in the context."
@@ -130,7 +119,7 @@ def encode(tokenizer, # a Hugging Face tokenizer
     if not prompts: raise ValueError("encode needs at least one prompt.")
     if completions is not None and len(completions) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions: pass one completion per prompt.")
-    pad = _pad_id(tokenizer)
+    pad = pad_token_id(tokenizer)
     p = tokenizer(list(prompts), add_special_tokens=False)['input_ids']
     _check_prompts(p, None)
     if completions is None: c = [[] for _ in p]
@@ -185,7 +174,7 @@ def sample(model, # any Hugging Face causal LM
     if n < 1: raise ValueError(f"n={n}: sample at least one completion per prompt.")
     if max_new_tokens < 1: raise ValueError(f"max_new_tokens={max_new_tokens}: generate at least one token.")
     if not greedy: filter_logits(torch.zeros(1, 2), temperature, top_k, top_p)   # check the settings up front
-    pad, eos = _pad_id(tokenizer), tokenizer.eos_token_id
+    pad, eos = pad_token_id(tokenizer), tokenizer.eos_token_id
     ctx = context_length(model)
     room = None if ctx is None else ctx - max_new_tokens
     if room is not None and room < 1: raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {ctx}.")

@@ -18,6 +18,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from .data import DataWarning
+from .models import context_length
 from .pretrain import _param_groups, load_checkpoint, lr_at, save_checkpoint
 from .sft import SFTCollator, batch_order, pack_dataset, sft_loss, tokenize_dataset
 
@@ -49,11 +50,6 @@ class TrainConfig:
     progress:bool=True # show a tqdm progress bar
 
 # %% ../nbs/04b_training_loop.ipynb #3bf5ff96
-def _context(model)->int|None:
-    "The model's context length, if its config says."
-    c = model.config
-    return getattr(c, 'n_positions', None) or getattr(c, 'max_position_embeddings', None)
-
 def _prepare(ds, name:str, tokenizer, cfg:TrainConfig, ctx:int|None)->list[dict]:
     "Tokenized (and optionally packed) examples of `ds` as a list of dicts, checked."
     if ds is None: return []
@@ -145,7 +141,7 @@ def train(model, # any Hugging Face causal LM
     if pad is None: pad = getattr(model.config, 'pad_token_id', None)
     if pad is None: pad = getattr(model.config, 'eos_token_id', None) or 0
     collate = SFTCollator(pad)
-    ctx = _context(model)
+    ctx = context_length(model)
     rows, val_rows = _prepare(train_ds, 'train_ds', tokenizer, cfg, ctx), _prepare(val_ds, 'val_ds', tokenizer, cfg, ctx)
 
     acc = Accelerator()
