@@ -21,8 +21,8 @@ from .train import TrainConfig, train
 
 # %% auto #0
 __all__ = ['START_DEMOS', 'START_STEPS', 'START_LR', 'cache_dir', 'alignment_start', 'Rollout', 'encode', 'filter_logits',
-           'sample', 'token_logprobs', 'masked_mean', 'rl_prompts', 'exact_reward', 'clipped_policy_loss',
-           'kl_per_token']
+           'sample', 'completion_logits', 'logprobs_from_logits', 'token_logprobs', 'masked_mean', 'rl_prompts',
+           'exact_reward', 'check_rewards', 'KLBlowUp', 'clipped_policy_loss', 'kl_per_token']
 
 # %% ../nbs/09_rollouts.ipynb #549e379a
 START_DEMOS, START_STEPS, START_LR = 100, 150, 1e-3   # the recipe: 100 demonstrations, 150 steps of SFT at lr 1e-3
@@ -218,24 +218,61 @@ def sample(model, # any Hugging Face causal LM
     return Rollout(pi, pm, ci, cm, torch.tensor([r[3] for r in rows]), texts, torch.tensor([r[0] for r in rows]))
 
 # %% ../nbs/09_rollouts.ipynb #3b045b19
+def completion_logits(model, # any Hugging Face causal LM
+                      rollout:Rollout, # prompts and completions
+                      group:int=1, # completions per prompt, in runs of `group` rows (as `sample(n=group)` returns them)
+                      hidden:bool=False, # also return the last layer's hidden states there (for a value head)
+                     ):
+    "Logits (B, T, V) at the positions that predict each completion token; with `hidden`, also hidden states (B, T, H)."
+    dev = next(model.parameters()).device
+    B, T = rollout.completion_ids.shape
+    if group == 1:                                             # one pass over prompt + completion
+        ids, mask = rollout.input_ids.to(dev), rollout.attention_mask.to(dev)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)             # absolute positions from the mask, as generate does
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=T + 1,
+                    output_hidden_states=hidden)
+        return (out.logits[:, :-1], out.hidden_states[-1][:, -T - 1:-1]) if hidden else out.logits[:, :-1]
+    # group > 1: run each prompt once, share its key/value cache (gradients flow through it) with its completions
+    if B % group: raise ValueError(f"{B} rows do not split into groups of {group}: pass whole prompt groups.")
+    pi, pm = rollout.prompt_ids[::group], rollout.prompt_mask[::group]
+    if not torch.equal(rollout.prompt_ids, pi.repeat_interleave(group, 0)):
+        raise ValueError(f"The rows of a run of {group} do not share their prompt: keep the order `sample` returns.")
+    pi, pm = pi.to(dev), pm.to(dev)
+    pos = (pm.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=pi, attention_mask=pm, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1,
+                output_hidden_states=hidden)
+    logits, hs = [out.logits[:, -1:].repeat_interleave(group, 0)], [out.hidden_states[-1][:, -1:].repeat_interleave(group, 0)] if hidden else []
+    if T > 1:                                                  # the completion's tokens but the last predict the rest
+        cache.batch_repeat_interleave(group)
+        cm = rollout.completion_mask.to(dev)
+        mask = torch.cat([pm.repeat_interleave(group, 0), cm[:, :-1]], 1)
+        cpos = pos[:, -1:].repeat_interleave(group, 0) + 1 + torch.arange(T - 1, device=dev)
+        out = model(input_ids=rollout.completion_ids[:, :-1].to(dev), attention_mask=mask, position_ids=cpos, cache=cache,
+                    use_cache=True, output_hidden_states=hidden)
+        logits.append(out.logits)
+        if hidden: hs.append(out.hidden_states[-1])
+    return (torch.cat(logits, 1), torch.cat(hs, 1)) if hidden else torch.cat(logits, 1)
+
+def logprobs_from_logits(logits:torch.Tensor, # (B, T, V) from `completion_logits`
+                         rollout:Rollout, # the completions they score
+                         temperature:float=1.0, # divide the logits by it, as the sampler did
+                        )->tuple[torch.Tensor, torch.Tensor]:
+    "Log-prob of each completion token and the entropy at each position, (B, T) each, zero on padding."
+    logp_all = (logits.float() / temperature).log_softmax(-1)
+    cm = rollout.completion_mask.to(logits.device)
+    lp = logp_all.gather(-1, rollout.completion_ids.to(logits.device)[..., None]).squeeze(-1) * cm
+    return lp, -(logp_all.exp() * logp_all).sum(-1) * cm
+
 def token_logprobs(model, # any Hugging Face causal LM
                    rollout:Rollout, # prompts and completions
                    temperature:float=1.0, # divide the logits by it, as the sampler did
                    with_entropy:bool=False, # also return each position's entropy
+                   group:int=1, # completions per prompt: > 1 runs each prompt once (see `completion_logits`)
                   ):
     "Log-probability of each completion token, (B, T), zero on padding; with `with_entropy`, also the entropies."
-    dev = next(model.parameters()).device
-    ids, mask = rollout.input_ids.to(dev), rollout.attention_mask.to(dev)
-    T = rollout.completion_ids.shape[1]
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)                 # absolute positions from the mask, as generate does
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=T + 1).logits[:, :-1].float()
-    if temperature != 1.0: logits = logits / temperature
-    logp_all = logits.log_softmax(-1)
-    cm = rollout.completion_mask.to(dev)
-    lp = logp_all.gather(-1, rollout.completion_ids.to(dev)[..., None]).squeeze(-1) * cm
-    if not with_entropy: return lp
-    ent = -(logp_all.exp() * logp_all).sum(-1) * cm
-    return lp, ent
+    lp, ent = logprobs_from_logits(completion_logits(model, rollout, group), rollout, temperature)
+    return (lp, ent) if with_entropy else lp
 
 def masked_mean(x:torch.Tensor, mask:torch.Tensor, dim=None)->torch.Tensor:
     "Mean of `x` where `mask` is 1 (over `dim`, or everything)."
@@ -258,6 +295,28 @@ def exact_reward(rollout:Rollout, # completions, with `prompt_index` into `rows`
     from ft_course.evaluate import first_line, is_correct
     return torch.tensor([float(bool(e) and is_correct(rows[int(i)], first_line(t)))
                          for i, t, e in zip(rollout.prompt_index, rollout.texts, rollout.ended)])
+
+# %% ../nbs/09_rollouts.ipynb #08da0701
+def check_rewards(scores, # what the reward function returned
+                  n:int, # how many completions it was given
+                  where:str='reward_fn', # its name, for the message
+                 )->torch.Tensor:
+    "`scores` as a float tensor of shape (n,), or a clear error saying what is wrong."
+    if scores is None:
+        raise TypeError(f"{where} returned None: it must return one number per completion, a tensor or list of {n} floats.")
+    try: scores = torch.as_tensor(scores, dtype=torch.float32).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{where} returned a {type(scores).__name__} that is not all numbers (a None inside?): "
+                        f"return {n} floats.") from e
+    if scores.shape != (n,):
+        raise ValueError(f"{where} returned shape {tuple(scores.shape)} for {n} completions: return one score per completion, shape ({n},).")
+    bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
+    if bad: raise ValueError(f"{where} returned NaN or inf for completions {bad[:8]}{' …' if len(bad) > 8 else ''}: "
+                             "fix the reward function (no update was made).")
+    return scores
+
+class KLBlowUp(RuntimeError):
+    "The policy ran away from its reference (or the loss stopped being finite): training stopped."
 
 # %% ../nbs/09_rollouts.ipynb #27e4017b
 def clipped_policy_loss(logp:torch.Tensor, # (B, T) log-probs under the policy being trained
