@@ -1,0 +1,150 @@
+"GRPO: parity with TRL's GRPOTrainer loss, padding invariance, the shared-prompt forward, bad inputs, KL stop and resume."
+import copy, json, tempfile
+from pathlib import Path
+import pytest, torch
+from ft_course.evaluate import alpaca_prompt
+from ft_course.grpo import GRPOConfig, KLBlowUp, group_advantages, group_logprobs, grpo, grpo_loss
+from ft_course.models import load_base
+from ft_course.rollout import encode, exact_reward, rl_prompts, sample, token_logprobs
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_base()
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return rl_prompts(64)
+
+
+def parity_reward(roll, rows):
+    "A reward that varies within most groups (parity of the answer's length in characters), so they carry a gradient."
+    return torch.tensor([float(len(t) % 2) for t in roll.texts])
+
+
+def _batch(tok, rows, same_length:bool):
+    "Two prompts × four completions; prompts of one length, or of two (left padding)."
+    by_len = {}
+    for r in rows: by_len.setdefault(len(tok(alpaca_prompt(r))['input_ids']), []).append(r)
+    if same_length: pick = max(by_len.values(), key=len)[:2]
+    else: pick = [min(by_len.items())[1][0], max(by_len.items())[1][0]]
+    comps = [pick[0]['output'], 'No.', 'the the the', pick[0]['output'] + ' yes', pick[1]['output'], 'a', '', 'b c']
+    return encode(tok, [alpaca_prompt(r) for r in pick for _ in range(4)], comps), pick
+
+
+@pytest.mark.parametrize("loss_type,beta", [("grpo", 0.0), ("grpo", 0.04), ("dapo", 0.04), ("dr_grpo", 0.04)])
+def test_loss_and_grads_match_trl(base, rows, loss_type, beta):
+    from datasets import Dataset
+    from trl import GRPOConfig as TRLConfig, GRPOTrainer
+    model, tok = copy.deepcopy(base[0]), base[1]
+    roll, pick = _batch(tok, rows, same_length=True)
+    assert roll.prompt_mask.all()                      # TRL numbers positions by column: compare on unpadded prompts
+    args = TRLConfig(output_dir=tempfile.mkdtemp(), bf16=False, gradient_checkpointing=False, use_cpu=True, report_to='none',
+                     save_strategy='no', per_device_train_batch_size=8, num_generations=4, max_completion_length=16,
+                     loss_type=loss_type, beta=beta)
+    tr = GRPOTrainer(model=model, reward_funcs=[lambda prompts, completions, **kw: [0.0] * len(prompts)], args=args,
+                     train_dataset=Dataset.from_list([{'prompt': 'x'}] * 8), processing_class=tok)
+    tr.current_gradient_accumulation_steps = 1
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad(): lp0 = token_logprobs(model, roll)
+    cm = roll.completion_mask
+    old = (lp0 + 0.3 * torch.randn(lp0.shape, generator=g)) * cm
+    ref = (lp0 + 0.3 * torch.randn(lp0.shape, generator=g)) * cm
+    adv = group_advantages(torch.tensor([1., 0, 0, 1, 1, 0, 0, 0]), 4)
+    inputs = dict(prompt_ids=roll.prompt_ids, prompt_mask=roll.prompt_mask, completion_ids=roll.completion_ids, completion_mask=cm,
+                  advantages=adv, old_per_token_logps=old, ref_per_token_logps=ref, num_items_in_batch=cm.sum())
+    model.train()
+    model.zero_grad(); l_trl = tr.compute_loss(model, inputs); l_trl.backward()
+    g_trl = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    l_ours, st = grpo_loss(token_logprobs(model, roll), old, adv, cm, 0.2, beta, ref, loss_type, 16, kl_correction=True)
+    l_ours.backward()
+    assert abs(l_trl.item() - l_ours.item()) < 1e-5
+    assert max((a - p.grad).abs().max().item() for a, p in zip(g_trl, model.parameters())) < 1e-5
+    assert 0 < st['clip_frac'] < 1                     # the perturbed old log-probs exercise the clip
+
+
+def test_left_padding_gives_the_same_loss(base, rows):
+    model, tok = base
+    roll, pick = _batch(tok, rows, same_length=False)
+    assert not roll.prompt_mask.all()                  # the short prompt is left-padded
+    adv = group_advantages(torch.tensor([1., 0, 0, 1, 1, 0, 0, 0]), 4)
+    with torch.no_grad():
+        lp = token_logprobs(model, roll)
+        old = lp - 0.1 * roll.completion_mask
+        batched, _ = grpo_loss(lp, old, adv, roll.completion_mask)
+        alone = []
+        for i in range(8):                             # each row on its own: no padding at all
+            r1 = encode(tok, [alpaca_prompt(pick[i // 4])], [roll.texts[i]])
+            lp1 = token_logprobs(model, r1)
+            alone.append(grpo_loss(lp1, lp1 - 0.1 * r1.completion_mask, adv[i:i + 1], r1.completion_mask)[0])
+    assert abs(batched.item() - torch.stack(alone).mean().item()) < 1e-5
+
+
+def test_group_logprobs_match_token_logprobs(base, rows):
+    model, tok = base
+    roll = sample(model, tok, [alpaca_prompt(r) for r in rows[:6]], n=4, max_new_tokens=12, seed=0)
+    assert not roll.prompt_mask.all()
+    a, ea = token_logprobs(model, roll, 0.9, with_entropy=True)
+    b, eb = group_logprobs(model, roll, 4, 0.9, with_entropy=True)
+    assert (a - b).abs().max() < 1e-4 and (ea - eb).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="whole groups"): group_logprobs(model, roll, 5)
+
+
+def test_group_advantages():
+    a = group_advantages(torch.tensor([1., 0, 0, 0, 1, 1, 1, 1]), 4)
+    assert a[4:].abs().max() == 0 and a[0] > 0 > a[1]
+    assert torch.allclose(group_advantages(torch.tensor([1., 0, 0, 0]), 4, 'none'), torch.tensor([.75, -.25, -.25, -.25]))
+
+
+TINY = dict(steps=2, prompts_per_step=2, group_size=2, epochs=1, minibatches=1, max_new_tokens=8, progress=False)
+
+
+@pytest.mark.parametrize("fn,msg", [
+    (lambda r, w: torch.full((len(r),), float('nan')), 'NaN'),
+    (lambda r, w: None, 'returned None'),
+    (lambda r, w: [1.0, None, 0.0, 1.0], 'not a list of numbers'),
+    (lambda r, w: [1.0], '1 rewards for 4 completions'),
+])
+def test_bad_rewards(base, rows, fn, msg):
+    with pytest.raises(ValueError, match=msg): grpo(copy.deepcopy(base[0]), base[1], rows, fn, GRPOConfig(**TINY))
+
+
+def test_prompt_longer_than_context(base, rows):
+    long_row = dict(rows[0], input=' '.join(['the cat'] * 200))
+    with pytest.raises(ValueError, match='context'): grpo(copy.deepcopy(base[0]), base[1], [long_row], exact_reward, GRPOConfig(**TINY))
+
+
+def test_all_empty_completions(base, rows):
+    mute = copy.deepcopy(base[0])
+    with torch.no_grad(): mute.lm_head.weight[base[1].eos_token_id] += 100
+    with pytest.raises(RuntimeError, match='every completion is empty'): grpo(mute, base[1], rows, exact_reward, GRPOConfig(**TINY))
+
+
+def test_bad_settings(base, rows):
+    with pytest.raises(ValueError, match='group_size'): grpo(base[0], base[1], rows, exact_reward, GRPOConfig(**{**TINY, 'group_size': 1}))
+    with pytest.raises(ValueError, match='out_dir'): grpo(base[0], base[1], rows, exact_reward, GRPOConfig(**TINY), resume=True)
+
+
+def test_kl_blowup_stops_and_keeps_last_good_checkpoint(base, rows):
+    model, tok = copy.deepcopy(base[0]), base[1]
+    with tempfile.TemporaryDirectory() as d:
+        cfg = GRPOConfig(**{**TINY, 'steps': 8, 'prompts_per_step': 4, 'group_size': 4}, lr=5e-2, max_kl=0.3, save_every=1, out_dir=d)
+        with pytest.raises(KLBlowUp, match='beta.*lr') as e: grpo(model, tok, rows, parity_reward, cfg)
+        bad_step = int(str(e.value).split()[1].rstrip(':'))
+        state = json.loads((Path(d)/'checkpoint'/'state.json').read_text())
+        assert state['step'] == bad_step                # saved after the last step whose KL was fine, not after the bad one
+        assert max(state['history']['kl']) <= 0.3
+
+
+def test_resume_continues_exactly(base, rows):
+    tok = base[1]
+    with tempfile.TemporaryDirectory() as d:
+        kw = dict(TINY, steps=4, save_every=1, out_dir=d, lr=1e-3)
+        straight = copy.deepcopy(base[0]); h1 = grpo(straight, tok, rows, parity_reward, GRPOConfig(**kw))
+        resumed = copy.deepcopy(base[0]); grpo(resumed, tok, rows, parity_reward, GRPOConfig(**{**kw, 'steps': 2}))
+        h2 = grpo(resumed, tok, rows, parity_reward, GRPOConfig(**kw), resume=True)
+    assert h2['step'] == [1, 2, 3, 4] and h2['reward'] == h1['reward']
+    assert max((a - b).abs().max().item() for a, b in zip(straight.parameters(), resumed.parameters())) < 1e-6
+    assert max((a - p).abs().max().item() for a, p in zip(straight.parameters(), base[0].parameters())) > 0   # it did train
