@@ -16,12 +16,11 @@ from tqdm.auto import tqdm
 from .evaluate import alpaca_prompt, first_line, is_correct
 from safetensors.torch import load_file, save_file
 from .pretrain import save_checkpoint, load_checkpoint, _unique_tensors
-from transformers import DynamicCache
-from .rollout import (Rollout, sample, token_logprobs, masked_mean, exact_reward, clipped_policy_loss,
+from .rollout import (Rollout, sample, token_logprobs, masked_mean, exact_reward, clipped_policy_loss, check_rewards, KLBlowUp,
                                kl_per_token, context_length)
 
 # %% auto #0
-__all__ = ['group_advantages', 'grpo_loss', 'group_logprobs', 'partial_reward', 'GRPOConfig', 'KLBlowUp', 'grpo', 'plot_grpo']
+__all__ = ['group_advantages', 'grpo_loss', 'partial_reward', 'GRPOConfig', 'grpo', 'plot_grpo']
 
 # %% ../nbs/09c_grpo.ipynb #ca91309c
 def group_advantages(rewards:torch.Tensor, # (B·G,) one reward per completion, the G completions of a prompt adjacent
@@ -72,38 +71,6 @@ def grpo_loss(logp:torch.Tensor, # (B, T) completion log-probs under the policy 
     if kl is not None: stats['kl'] = masked_mean(kl.detach(), mask).item()
     return loss, stats
 
-# %% ../nbs/09c_grpo.ipynb #67c3e7bd
-def group_logprobs(model, # any Hugging Face causal LM that takes a `cache`
-                   rollout:Rollout, # completions in groups: rows g·G … g·G + G − 1 answer the same prompt
-                   group_size:int, # G
-                   temperature:float=1.0, # divide the logits by it, as the sampler did
-                   with_entropy:bool=False, # also return each position's entropy
-                  ):
-    "`token_logprobs` with each prompt run once per group: its key/value cache (with gradient) is shared by the G completions."
-    B, T = rollout.completion_ids.shape
-    if B % group_size: raise ValueError(f"{B} rows are not whole groups of {group_size}.")
-    dev = next(model.parameters()).device
-    pi, pm = rollout.prompt_ids[::group_size].to(dev), rollout.prompt_mask[::group_size].to(dev)
-    if not (rollout.prompt_ids.view(-1, group_size, pi.shape[1]) == pi.cpu()[:, None]).all():
-        raise ValueError("group_logprobs needs the G rows of a group to share one prompt (as `sample` returns them).")
-    pos = (pm.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
-    first = model(input_ids=pi, attention_mask=pm, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1:]
-    cache.batch_repeat_interleave(group_size)
-    first = first.repeat_interleave(group_size, 0)
-    ci, cm = rollout.completion_ids.to(dev), rollout.completion_mask.to(dev)
-    if T > 1:
-        mask = torch.cat([pm.repeat_interleave(group_size, 0), cm[:, :-1]], 1)
-        cpos = pos[:, -1:].repeat_interleave(group_size, 0) + 1 + torch.arange(T - 1, device=dev)
-        rest = model(input_ids=ci[:, :-1], attention_mask=mask, position_ids=cpos, cache=cache, use_cache=True).logits
-        logits = torch.cat([first, rest], 1).float()
-    else: logits = first.float()
-    if temperature != 1.0: logits = logits / temperature
-    logp_all = logits.log_softmax(-1)
-    lp = logp_all.gather(-1, ci[..., None]).squeeze(-1) * cm
-    if not with_entropy: return lp
-    return lp, -(logp_all.exp() * logp_all).sum(-1) * cm
-
 # %% ../nbs/09c_grpo.ipynb #b02610dd
 def _f1(a:str, b:str)->float:
     "Word-level F1 of two strings."
@@ -137,7 +104,7 @@ class GRPOConfig:
     scale_rewards:str='group' # 'group' (GRPO), 'batch', or 'none' (Dr. GRPO)
     loss_type:str='grpo' # 'grpo', 'dapo' or 'dr_grpo' (see `grpo_loss`)
     skip_flat_groups:bool=True # train only on groups whose rewards differ (the others have zero advantage)
-    shared_prefix:bool=True # run each prompt once per group in the training forward (`group_logprobs`)
+    shared_prefix:bool=True # run each prompt once per group in the training forward (`token_logprobs(group=G)`)
     max_new_tokens:int=40 # the longest completion, EOS included
     temperature:float=1.0 # sampling temperature
     warmup:int=0 # steps of linear lr warmup
@@ -151,19 +118,6 @@ class GRPOConfig:
     out_dir:str|None=None # where checkpoints go
     progress:bool=True # show a tqdm bar
 
-def _check_rewards(r, n:int, step:int)->torch.Tensor:
-    "Rewards as a float tensor of n finite values, or a clear error."
-    if r is None: raise ValueError(f"step {step}: the reward function returned None; return one float per completion (a list or tensor of {n}).")
-    try: r = torch.as_tensor(r, dtype=torch.float32).flatten()
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"step {step}: the reward function returned something that is not a list of numbers ({e}); "
-                         "return one float per completion (no None entries).") from None
-    if r.numel() != n: raise ValueError(f"step {step}: the reward function returned {r.numel()} rewards for {n} completions; return exactly one per completion.")
-    if not torch.isfinite(r).all():
-        bad = (~torch.isfinite(r)).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"step {step}: the reward function returned NaN or inf for completions {bad}; fix it to return a finite float for every completion.")
-    return r
-
 def _prompt_batch(n_rows:int, step:int, k:int, seed:int)->list[int]:
     "Row indices of step `step`: consecutive slices of seeded permutations (a fresh one each pass over the rows)."
     out = []
@@ -171,8 +125,6 @@ def _prompt_batch(n_rows:int, step:int, k:int, seed:int)->list[int]:
         epoch, pos = divmod(j, n_rows)
         out.append(torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 7919 + epoch))[pos].item())
     return out
-
-class KLBlowUp(RuntimeError): "Raised when the policy's KL to the start passes `max_kl` or the loss is not finite."
 
 # %% ../nbs/09c_grpo.ipynb #03795a1d
 def grpo(model, # any Hugging Face causal LM (trained in place)
@@ -223,9 +175,9 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
             if (roll.lengths <= 1).all() and all(t == '' for t in roll.texts):
                 raise RuntimeError(f"step {step}: every completion is empty (the model put EOS first): nothing to learn from. "
                                    "The policy has collapsed: restart from the last checkpoint with a lower lr or a higher beta.")
-            rewards = _check_rewards(reward_fn(roll, batch_rows), len(roll), step)
+            rewards = check_rewards(reward_fn(roll, batch_rows), len(roll), f'reward_fn (step {step})')
             adv = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
-            lp_fn = (lambda m_, r_: group_logprobs(m_, r_, cfg.group_size, cfg.temperature)) if cfg.shared_prefix else (lambda m_, r_: token_logprobs(m_, r_, cfg.temperature))
+            lp_fn = lambda m_, r_: token_logprobs(m_, r_, cfg.temperature, group=cfg.group_size if cfg.shared_prefix else 1)
             with torch.no_grad(): old_logp, ref_logp = lp_fn(model, roll), lp_fn(ref, roll)
             cm = roll.completion_mask.float()
             kl_now = masked_mean(kl_per_token(old_logp, ref_logp, 'k3'), cm).item()
@@ -247,8 +199,7 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
                     for gb in perm.chunk(min(cfg.minibatches, len(perm))):
                         mb = (gb[:, None] * G + torch.arange(G)).flatten()
                         sub = roll.select(mb)
-                        if cfg.shared_prefix: logp, ent = group_logprobs(model, sub, G, cfg.temperature, with_entropy=True)
-                        else: logp, ent = token_logprobs(model, sub, cfg.temperature, with_entropy=True)
+                        logp, ent = token_logprobs(model, sub, cfg.temperature, with_entropy=True, group=G if cfg.shared_prefix else 1)
                         m = sub.completion_mask.to(dev)
                         loss, st = grpo_loss(logp, old_logp[mb].to(dev), adv[mb].to(dev), m, cfg.clip, cfg.beta,
                                              ref_logp[mb].to(dev), cfg.loss_type, cfg.max_new_tokens,

@@ -3,7 +3,8 @@ import copy, json, tempfile
 from pathlib import Path
 import pytest, torch
 from ft_course.evaluate import alpaca_prompt
-from ft_course.grpo import GRPOConfig, KLBlowUp, group_advantages, group_logprobs, grpo, grpo_loss
+from ft_course.grpo import GRPOConfig, KLBlowUp, group_advantages, grpo, grpo_loss
+from ft_course.rollout import token_logprobs
 from ft_course.models import load_base
 from ft_course.rollout import encode, exact_reward, rl_prompts, sample, token_logprobs
 
@@ -82,14 +83,14 @@ def test_left_padding_gives_the_same_loss(base, rows):
     assert abs(batched.item() - torch.stack(alone).mean().item()) < 1e-5
 
 
-def test_group_logprobs_match_token_logprobs(base, rows):
+def test_shared_prompt_logprobs_match_token_logprobs(base, rows):
     model, tok = base
     roll = sample(model, tok, [alpaca_prompt(r) for r in rows[:6]], n=4, max_new_tokens=12, seed=0)
     assert not roll.prompt_mask.all()
     a, ea = token_logprobs(model, roll, 0.9, with_entropy=True)
-    b, eb = group_logprobs(model, roll, 4, 0.9, with_entropy=True)
+    b, eb = token_logprobs(model, roll, 0.9, with_entropy=True, group=4)
     assert (a - b).abs().max() < 1e-4 and (ea - eb).abs().max() < 1e-4
-    with pytest.raises(ValueError, match="whole groups"): group_logprobs(model, roll, 5)
+    with pytest.raises(ValueError, match="whole prompt groups"): token_logprobs(model, roll, group=5)
 
 
 def test_group_advantages():
@@ -104,11 +105,11 @@ TINY = dict(steps=2, prompts_per_step=2, group_size=2, epochs=1, minibatches=1, 
 @pytest.mark.parametrize("fn,msg", [
     (lambda r, w: torch.full((len(r),), float('nan')), 'NaN'),
     (lambda r, w: None, 'returned None'),
-    (lambda r, w: [1.0, None, 0.0, 1.0], 'not a list of numbers'),
-    (lambda r, w: [1.0], '1 rewards for 4 completions'),
+    (lambda r, w: [1.0, None, 0.0, 1.0], 'not all numbers'),
+    (lambda r, w: [1.0], r'shape \(1,\) for 4 completions'),
 ])
 def test_bad_rewards(base, rows, fn, msg):
-    with pytest.raises(ValueError, match=msg): grpo(copy.deepcopy(base[0]), base[1], rows, fn, GRPOConfig(**TINY))
+    with pytest.raises((TypeError, ValueError), match=msg): grpo(copy.deepcopy(base[0]), base[1], rows, fn, GRPOConfig(**TINY))
 
 
 def test_prompt_longer_than_context(base, rows):
