@@ -118,6 +118,9 @@ def test_kl_blow_up_stops_and_restores_last_good_checkpoint(tiny, tmp_path):
     saved = load_file(tmp_path/'ck'/'model.safetensors')
     assert 'v_head.weight' in saved
     assert torch.equal(saved['policy.transformer.h.0.mlp.c_fc.weight'], policy.transformer.h[0].mlp.c_fc.weight)
+    calmer = PPOConfig(**{**FAST, 'steps': good + 1}, lr=1e-5, kl_coef=0.0, max_kl=0.5, save_every=1)   # the knob turned: resume
+    h = ppo(policy, tok, ROWS, length_reward, calmer, gold_fn=None, checkpoint=tmp_path/'ck', resume=True, progress=False)
+    assert [s['step'] for s in h['steps']] == list(range(1, good + 2))
 
 def test_resume_continues_exactly(tiny, tmp_path):
     model, tok = tiny
