@@ -145,3 +145,9 @@ def test_config_errors():
     with pytest.raises(ValueError, match="minibatches=4 is more than prompts_per_step=2"): PPOConfig(prompts_per_step=2, minibatches=4)
     with pytest.raises(ValueError, match="lr=0"): PPOConfig(lr=0)
     with pytest.raises(ValueError, match="epochs=0"): PPOConfig(epochs=0)
+
+def test_history_logs_the_diagnostics_and_time_budget_stops(tiny):
+    model, tok = tiny
+    h = ppo(copy.deepcopy(model), tok, ROWS, length_reward, PPOConfig(**{**FAST, 'steps': 5}, time_budget=1e-6), progress=False)
+    assert len(h['steps']) == 1                                   # the budget was spent by the first step
+    assert {'reward', 'gold', 'kl', 'entropy', 'approx_kl', 'clipfrac', 'value_loss', 'policy_loss', 'seconds'} <= set(h['steps'][0])
