@@ -1,0 +1,131 @@
+"Reward model (ft_course.reward): parity with TRL's RewardTrainer, padding invariance, save/load, and clear errors on bad input."
+import pytest, torch
+from datasets import Dataset
+from ft_course.evaluate import alpaca_prompt, first_line, is_correct
+from ft_course.reward import (RewardModel, bt_loss, check_pairs, collate_pairs, encode_pairs, pair_rewards,
+                              sample_comparisons, train_reward_model)
+from ft_course.rollout import alignment_start, encode, rl_prompts
+
+
+@pytest.fixture(scope="module")
+def start():
+    return alignment_start(device='cpu')
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    rows = rl_prompts(6)
+    wrong = ["the " + r['input'].split()[1] for r in rows]                       # plausible but wrong answers
+    return Dataset.from_list([dict(prompt=alpaca_prompt(r), chosen=r['output'], rejected=w, task=r['task'], input=r['input'])
+                              for r, w in zip(rows, wrong) if w != r['output']][:4])
+
+
+def test_trl_reward_trainer_loss_parity(start, pairs, tmp_path):
+    "TRL 1.16 RewardTrainer.compute_loss on GPT2ForSequenceClassification equals our bt_loss on the same weights and batch."
+    from transformers import GPT2ForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+    model, tok = start
+    torch.manual_seed(0)
+    rm = RewardModel.from_causal_lm(model)
+    cfg = {k: v for k, v in model.config.to_dict().items() if k not in ('id2label', 'label2id')}
+    cfg.update(num_labels=1, pad_token_id=tok.pad_token_id)
+    hf = GPT2ForSequenceClassification(type(model.config).from_dict(cfg))
+    hf.transformer.load_state_dict(rm.backbone.state_dict())
+    hf.score.weight.data.copy_(rm.head.weight.data)
+    args = RewardConfig(output_dir=str(tmp_path), bf16=False, gradient_checkpointing=False, per_device_train_batch_size=4,
+                        report_to='none', use_cpu=True, dataset_num_proc=None, max_length=None, logging_strategy='no')
+    trainer = RewardTrainer(model=hf, args=args, train_dataset=pairs.select_columns(['prompt', 'chosen', 'rejected']),
+                            processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    hf.eval()
+    with torch.no_grad(): trl_loss = trainer.compute_loss(hf, dict(batch)).item()
+    # The same sequences through our model: TRL tokenized prompt+answer, appended EOS and right-padded.
+    ids, mask = batch['input_ids'].cpu(), batch['attention_mask'].cpu()
+    assert (ids[mask.bool()] != tok.pad_token_id).all()                           # pad differs from EOS: HF reads at EOS
+    with torch.no_grad():
+        rc, rr = rm(ids, mask).chunk(2)
+        ours = bt_loss(rc, rr).item()
+    print(f"TRL RewardTrainer loss {trl_loss:.6f}, ours {ours:.6f}, |delta| {abs(ours - trl_loss):.1e}")
+    assert abs(ours - trl_loss) < 1e-5, (ours, trl_loss)
+    # and our own encoding of the pairs gives TRL's token ids, in the same order of rows
+    ours_ids, ours_mask = collate_pairs(encode_pairs(tok, pairs), tok.pad_token_id)
+    order = {tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask)}
+    assert order == {tuple(r[m.bool()].tolist()) for r, m in zip(ours_ids, ours_mask)}
+
+
+def test_score_invariant_to_padding(start, pairs):
+    "A pair's reward alone equals its reward inside a batch padded on the left (prompts) and right (completions)."
+    model, tok = start
+    rm = RewardModel.from_causal_lm(model).eval()
+    p, c = list(pairs['prompt']), list(pairs['chosen'])
+    p[1] = p[1] + "Also, " * 20                                                   # a long prompt forces left padding
+    c[2] = c[2] + " and more words here" * 3                                      # a long answer forces right padding
+    batch = rm.score(encode(tok, p, c))
+    alone = torch.cat([rm.score(encode(tok, [p[i]], [c[i]])) for i in range(len(p))])
+    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=0)
+    naive = rm.score(encode(tok, p, c), batch_size=1)                             # trimming padding columns changes nothing
+    torch.testing.assert_close(naive, alone, atol=1e-5, rtol=0)
+    # the reward is read at the EOS: changing the answer's last word changes it
+    other = rm.score(encode(tok, [p[0]], [c[0] + " x"]))
+    assert (other - alone[0]).abs().item() > 1e-4
+
+
+def test_save_load_roundtrip(start, pairs, tmp_path):
+    model, tok = start
+    rm = RewardModel.from_causal_lm(model)
+    rm.r_mean.fill_(0.5); rm.r_std.fill_(2.0)
+    path = rm.save(tmp_path/'rm')
+    assert sorted(x.name for x in path.iterdir()) == ['config.json', 'model.safetensors']
+    back = RewardModel.load(path)
+    r = encode(tok, list(pairs['prompt']), list(pairs['chosen']))
+    torch.testing.assert_close(rm.eval().score(r), back.score(r))
+    with pytest.raises(FileNotFoundError, match="holds no reward model"): RewardModel.load(tmp_path)
+
+
+def test_training_learns_and_is_seeded(start):
+    "A few steps on easy pairs (gold vs an echo of the input) raise the accuracy; the same seed gives the same losses."
+    model, tok = start
+    rows = rl_prompts(48)
+    ds = Dataset.from_list([dict(prompt=alpaca_prompt(r), chosen=r['output'], rejected=r['input']) for r in rows if r['input'] != r['output']])
+    def run():
+        torch.manual_seed(0)
+        return train_reward_model(RewardModel.from_causal_lm(model), tok, ds, epochs=4, lr=2e-3, batch_size=16, seed=0, progress=False)
+    rm, hist = run()
+    rc, rr = pair_rewards(rm, tok, ds)
+    assert (rc > rr).float().mean().item() >= 0.9
+    assert hist[-1]['loss'] < hist[0]['loss']
+    _, hist2 = run()
+    assert [h['loss'] for h in hist] == [h['loss'] for h in hist2]
+
+
+def test_sample_comparisons_follow_the_checker(start):
+    model, tok = start
+    rows = rl_prompts(24)
+    ds = sample_comparisons(model, tok, rows, k=4, seed=0)
+    assert {'prompt', 'chosen', 'rejected', 'task', 'input', 'failure'} <= set(ds.column_names)
+    by_prompt = {alpaca_prompt(r): r for r in rows}
+    assert len(ds) > 0
+    for e in ds:
+        r = by_prompt[e['prompt']]
+        assert is_correct(r, first_line(e['chosen'])) and e['chosen'] != e['rejected']
+        assert not is_correct(r, first_line(e['rejected'])) or e['failure'] == 'no_eos'
+    with pytest.raises(ValueError, match="at least two samples"): sample_comparisons(model, tok, rows, k=1)
+
+
+def test_bad_inputs(start, pairs):
+    model, tok = start
+    rm = RewardModel.from_causal_lm(model)
+    same = pairs.map(lambda e: dict(rejected=e['chosen']))
+    with pytest.raises(ValueError, match="chosen == rejected"): check_pairs(same)
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['rejected'\]"): check_pairs(pairs.remove_columns('rejected'))
+    with pytest.raises(ValueError, match="empty"): check_pairs(pairs.select([]))
+    with pytest.raises(ValueError, match="empty"): train_reward_model(rm, tok, pairs.select([]), progress=False)
+    long = pairs.map(lambda e: dict(chosen=e['chosen'] + " and then" * 200))
+    with pytest.raises(ValueError, match="Pair 0 is .* over the reward model's context of 256"): train_reward_model(rm, tok, long, progress=False)
+    r = encode(tok, list(pairs['prompt']), list(pairs['chosen']))
+    with pytest.raises(ValueError, match="reward model is on cpu but the batch is on meta"):
+        rm(r.input_ids.to('meta'), r.attention_mask.to('meta'))
+    with pytest.raises(ValueError, match="no real token"):
+        rm(r.input_ids, torch.zeros_like(r.attention_mask))
+    with pytest.raises(ValueError, match="must both be"):
+        rm(r.input_ids, r.attention_mask[:, 1:])
