@@ -13,50 +13,17 @@ from pathlib import Path
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import DynamicCache
 
 from .evaluate import alpaca_prompt, evaluate
 from .pretrain import save_checkpoint, load_checkpoint
 from .rollout import (Rollout, sample, masked_mean, clipped_policy_loss, kl_per_token, context_length,
-                               exact_reward, _check_prompts)
+                               exact_reward, _check_prompts, completion_logits, logprobs_from_logits, token_logprobs,
+                               check_rewards, KLBlowUp)
 
 # %% auto #0
-__all__ = ['shared_prefix_forward', 'completion_logprobs', 'PolicyAndValue', 'per_token_rewards', 'gae', 'whiten', 'value_loss',
-           'PPOConfig', 'KLBlowUp', 'check_rewards', 'ppo']
+__all__ = ['PolicyAndValue', 'per_token_rewards', 'gae', 'whiten', 'value_loss', 'PPOConfig', 'ppo']
 
 # %% ../nbs/09b_ppo.ipynb #9b92a46a
-def shared_prefix_forward(model, # a Hugging Face causal LM
-                          rollout:Rollout, # rows in runs of `group` that share a prompt, as `sample` returns them
-                          group:int=1, # completions per prompt
-                         )->tuple[torch.Tensor, torch.Tensor]:
-    "Logits (B,T,V) and last hidden states (B,T,H) at the positions that predict each completion token; each prompt runs once."
-    dev = next(model.parameters()).device
-    B, T = rollout.completion_ids.shape
-    if B % group: raise ValueError(f"{B} rows do not split into groups of {group}: pass whole prompt groups.")
-    pi, pm = rollout.prompt_ids[::group].to(dev), rollout.prompt_mask[::group].to(dev)
-    if group > 1 and not torch.equal(rollout.prompt_ids.to(dev), pi.repeat_interleave(group, 0)):
-        raise ValueError(f"Rows in a run of {group} do not share their prompt: select whole groups, in order.")
-    cache = DynamicCache(config=model.config)
-    pos = (pm.cumsum(-1) - 1).clamp(min=0)                            # positions from the mask (left padding)
-    out = model(input_ids=pi, attention_mask=pm, position_ids=pos, cache=cache, use_cache=True,
-                output_hidden_states=True, logits_to_keep=1)
-    first_logits, first_h = out.logits[:, -1:], out.hidden_states[-1][:, -1:]   # these predict completion token 0
-    if group > 1: cache.batch_repeat_interleave(group)              # the prompt's keys and values, once per completion
-    mask = torch.cat([pm.repeat_interleave(group, 0), rollout.completion_mask.to(dev)], 1)
-    cpos = pos[:, -1:].repeat_interleave(group, 0) + 1 + torch.arange(T, device=dev)
-    out = model(input_ids=rollout.completion_ids.to(dev), attention_mask=mask, position_ids=cpos, cache=cache,
-                use_cache=True, output_hidden_states=True)
-    logits = torch.cat([first_logits.repeat_interleave(group, 0), out.logits[:, :-1]], 1)
-    h = torch.cat([first_h.repeat_interleave(group, 0), out.hidden_states[-1][:, :-1]], 1)
-    return logits, h
-
-def completion_logprobs(logits:torch.Tensor, rollout:Rollout, temperature:float=1.0)->tuple[torch.Tensor, torch.Tensor]:
-    "Log-prob of each completion token and the entropy at each position, (B,T) each, zero on padding."
-    logp_all = (logits.float() / temperature).log_softmax(-1)
-    cm = rollout.completion_mask.to(logits.device)
-    logp = logp_all.gather(-1, rollout.completion_ids.to(logits.device)[..., None]).squeeze(-1) * cm
-    return logp, -(logp_all.exp() * logp_all).sum(-1) * cm
-
 class PolicyAndValue(nn.Module):
     "A causal LM and a scalar value head on its last hidden states: one forward pass gives log-probs, values and entropies."
     def __init__(self, policy):
@@ -70,8 +37,8 @@ class PolicyAndValue(nn.Module):
                 group:int=1, # completions per prompt
                )->tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         "Per completion token: log-prob, value of the state before it, entropy; (B,T) each, zero on padding."
-        logits, h = shared_prefix_forward(self.policy, rollout, group)
-        logp, entropy = completion_logprobs(logits, rollout, temperature)
+        logits, h = completion_logits(self.policy, rollout, group, hidden=True)
+        logp, entropy = logprobs_from_logits(logits, rollout, temperature)
         values = self.v_head(h.float()).squeeze(-1) * rollout.completion_mask.to(h.device)
         return logp, values, entropy
 
@@ -162,25 +129,6 @@ class PPOConfig:
         if self.kl_coef < 0: raise ValueError(f"kl_coef={self.kl_coef}: use 0 (no penalty) or more.")
         if not 0 < self.clip < 1: raise ValueError(f"clip={self.clip}: use a value in (0, 1), e.g. 0.2.")
 
-class KLBlowUp(RuntimeError):
-    "The policy ran away from the reference (or the loss stopped being finite): PPO stopped."
-
-def check_rewards(scores, # what the reward function returned
-                  n:int, # how many completions it was given
-                  where:str='reward_fn', # its name, for the message
-                 )->torch.Tensor:
-    "`scores` as a float tensor of shape (n,), or a clear error saying what is wrong."
-    if scores is None:
-        raise TypeError(f"{where} returned None: it must return one number per completion, a tensor of shape ({n},).")
-    try: scores = torch.as_tensor(scores, dtype=torch.float32).detach().cpu()
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise TypeError(f"{where} returned a {type(scores).__name__} that is not numbers: return a float tensor of shape ({n},).") from e
-    if scores.shape != (n,):
-        raise ValueError(f"{where} returned shape {tuple(scores.shape)} for {n} completions: return one score per completion, shape ({n},).")
-    bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
-    if bad: raise ValueError(f"{where} returned NaN or inf for completions {bad[:8]}{' …' if len(bad) > 8 else ''}: fix the reward function (no update was made).")
-    return scores
-
 # %% ../nbs/09b_ppo.ipynb #368dba2c
 def _seed(cfg:PPOConfig, step:int)->int: return cfg.seed * 100_003 + step
 
@@ -242,7 +190,7 @@ def ppo(policy, # a Hugging Face causal LM, trained in place
         # 3. credit: old log-probs and values, the reference's log-probs, per-token rewards, GAE, whitening
         with torch.no_grad():
             old_logp, old_values, _ = pv(roll, cfg.temperature, group=n)
-            ref_logp, _ = completion_logprobs(shared_prefix_forward(ref, roll, n)[0], roll, cfg.temperature)
+            ref_logp = token_logprobs(ref, roll, cfg.temperature, group=n)
             rewards, kl = per_token_rewards(shaped, old_logp, ref_logp, mask, cfg.kl_coef)
             adv, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             adv = whiten(adv, mask)

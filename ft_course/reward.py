@@ -19,7 +19,8 @@ from transformers import AutoConfig, AutoModel
 
 from .data import TASKS, _failures, parse
 from .evaluate import alpaca_prompt, first_line
-from .rollout import (Rollout, _pad_id, _right_pad, _start_key, alignment_start, cache_dir, context_length,
+from .models import pad_token_id
+from .rollout import (Rollout, _right_pad, _start_key, alignment_start, cache_dir, context_length,
                                exact_reward, rl_prompts, sample)
 
 # %% auto #0
@@ -237,7 +238,7 @@ def pair_rewards(rm:RewardModel, # the reward model
     was = rm.training; rm.eval(); rc, rr = [], []
     try:
         for s in range(0, len(pairs), batch_size):
-            ids, mask = collate_pairs(pairs[s:s + batch_size], _pad_id(tokenizer))
+            ids, mask = collate_pairs(pairs[s:s + batch_size], pad_token_id(tokenizer))
             r = rm(ids.to(rm.device), mask.to(rm.device)).cpu()
             rc.append(r[:len(r) // 2]); rr.append(r[len(r) // 2:])
     finally: rm.train(was)
@@ -264,7 +265,7 @@ def train_reward_model(rm:RewardModel, # the model to train (in place)
     if epochs < 1: raise ValueError(f"epochs={epochs}: train for at least one epoch.")
     pairs = encode_pairs(tokenizer, ds, context_length(rm.backbone))
     if eval_ds is not None: check_pairs(eval_ds)
-    pad = _pad_id(tokenizer)
+    pad = pad_token_id(tokenizer)
     g = torch.Generator().manual_seed(seed)
     steps = epochs * -(-len(pairs) // batch_size)
     opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay)

@@ -4,8 +4,8 @@ import pytest, torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from ft_course.models import load_base
-from ft_course.ppo import (PPOConfig, KLBlowUp, PolicyAndValue, check_rewards, gae, per_token_rewards, ppo,
-                           shared_prefix_forward, value_loss, whiten)
+from ft_course.ppo import PPOConfig, PolicyAndValue, gae, per_token_rewards, ppo, value_loss, whiten
+from ft_course.rollout import KLBlowUp, check_rewards, completion_logits
 from ft_course.rollout import exact_reward, masked_mean, rl_prompts, sample, token_logprobs
 from ft_course.evaluate import alpaca_prompt
 
@@ -67,17 +67,17 @@ def test_per_token_rewards_score_at_last_token():
 def test_shared_prefix_forward_equals_token_logprobs(tiny):
     model, tok = tiny
     roll = sample(model, tok, [alpaca_prompt(r) for r in ROWS[:3]], n=3, max_new_tokens=5, seed=0)
-    logits, h = shared_prefix_forward(model, roll, group=3)
+    logits, h = completion_logits(model, roll, group=3, hidden=True)
     lp = logits.float().log_softmax(-1).gather(-1, roll.completion_ids[..., None]).squeeze(-1) * roll.completion_mask
     torch.testing.assert_close(lp, token_logprobs(model, roll), atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="whole prompt groups"): shared_prefix_forward(model, roll.select([0, 1]), group=3)
-    with pytest.raises(ValueError, match="do not share their prompt"): shared_prefix_forward(model, roll.select([0, 3, 6]), group=3)
+    with pytest.raises(ValueError, match="whole prompt groups"): completion_logits(model, roll.select([0, 1]), group=3)
+    with pytest.raises(ValueError, match="do not share their prompt"): completion_logits(model, roll.select([0, 3, 6]), group=3)
 
 def test_check_rewards_messages():
     with pytest.raises(TypeError, match="returned None"): check_rewards(None, 4)
     with pytest.raises(ValueError, match=r"shape \(3,\) for 4 completions"): check_rewards([1, 2, 3], 4)
     with pytest.raises(ValueError, match=r"NaN or inf for completions \[2\]"): check_rewards([0, 1, float('nan'), 0], 4)
-    with pytest.raises(TypeError, match="not numbers"): check_rewards(['a', 'b'], 2)
+    with pytest.raises(TypeError, match="not all numbers"): check_rewards(['a', 'b'], 2)
 
 @pytest.mark.parametrize("bad,err,msg", [
     (lambda roll, rows: torch.full((len(roll),), float('nan')), ValueError, "NaN or inf"),
