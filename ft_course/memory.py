@@ -149,15 +149,17 @@ def finetune_memory(config, # a HF config (object or dict), a name in `MODELS`, 
 
 # %% ../nbs/07b_memory.ipynb #108df88e
 def training_step_memory(model:nn.Module, # a causal LM in training mode, with its trainable parameters set
-                         batch:dict, # model inputs with `labels`, e.g. from a tokenizer
+                         batch:dict|None=None, # model inputs with `labels`, e.g. from a tokenizer
                          optimizer:torch.optim.Optimizer|None=None, # default: AdamW with lr=0 (the weights do not move)
+                         loss_fn=None, # a function of no arguments that returns the step's loss (DPO, PPO…); default: model(**batch).loss
                         )->dict[str, int]:
     "Bytes held in one training step: weights (parameters and buffers), gradients, optimizer states, saved activations."
     nb = lambda ts: sum(t.numel() * t.element_size() for t in ts)
     params, buffers = list(model.parameters()), list(model.buffers())
     trainable = [p for p in params if p.requires_grad]
     if not trainable: raise ValueError("The model has no trainable parameters: unfreeze some, or inject LoRA first.")
-    if 'labels' not in batch: raise ValueError("batch needs 'labels' (e.g. labels=input_ids) so the model returns a loss.")
+    if loss_fn is None and (batch is None or 'labels' not in batch):
+        raise ValueError("batch needs 'labels' (e.g. labels=input_ids) so the model returns a loss, or pass loss_fn.")
     opt = optimizer or torch.optim.AdamW(trainable, lr=0.0)
     weights = {t.untyped_storage().data_ptr() for t in params + buffers}
     saved = {}
@@ -166,7 +168,7 @@ def training_step_memory(model:nn.Module, # a causal LM in training mode, with i
         if s.data_ptr() not in weights and s.device.type != 'meta': saved[s.data_ptr()] = s.nbytes()
         return t
     opt.zero_grad(set_to_none=True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): loss = model(**batch).loss
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): loss = loss_fn() if loss_fn is not None else model(**batch).loss
     loss.backward(); opt.step()
     out = dict(weights=nb(params) + nb(buffers), gradients=nb(p.grad for p in trainable if p.grad is not None),
                optimizer=nb(v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)), activations=sum(saved.values()))

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModel
 
 from .data import TASKS, _failures, parse
 from .evaluate import alpaca_prompt, first_line
-from .models import pad_token_id
+from .models import base_dir, pad_token_id
 from .rollout import (Rollout, _right_pad, _start_key, alignment_start, cache_dir, context_length,
                                exact_reward, rl_prompts, sample)
 
@@ -301,7 +301,8 @@ def trained_reward_model(k:int=RM_K, # samples per RL prompt for the comparisons
                         )->RewardModel:
     "The course's reward model: the alignment start's transformer trained on comparisons of its own samples (cached)."
     key = _start_key(kind='reward_model', k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures, version=2)
-    path = cache_dir()/'reward_model'/key
+    shipped, path = base_dir().parent/'reward_model'/key, cache_dir()/'reward_model'/key
+    if cache and (shipped/'model.safetensors').exists(): return RewardModel.load(shipped, device)   # the default recipe ships
     if cache and (path/'model.safetensors').exists(): return RewardModel.load(path, device)
     model, tok = alignment_start(device='cpu')
     rows = rl_prompts()

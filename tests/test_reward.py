@@ -129,3 +129,17 @@ def test_bad_inputs(start, pairs):
         rm(r.input_ids, torch.zeros_like(r.attention_mask))
     with pytest.raises(ValueError, match="must both be"):
         rm(r.input_ids, r.attention_mask[:, 1:])
+
+
+def test_the_default_reward_model_ships():
+    "Chapters 9a, 9b and 10b load the course's reward model from the package (a cold build takes minutes of CPU)."
+    from ft_course.models import base_dir
+    from ft_course.reward import RM_BATCH, RM_EPOCHS, RM_K, RM_LR, RewardModel, _start_key
+    key = _start_key(kind='reward_model', k=RM_K, epochs=RM_EPOCHS, lr=RM_LR, batch_size=RM_BATCH, seed=0, failures=True, version=2)
+    shipped = base_dir().parent/'reward_model'/key
+    assert (shipped/'model.safetensors').exists(), (
+        f"The shipped reward model does not match the recipe or the base (key {key}): rebuild it with "
+        "`trained_reward_model(cache=False).save(...)` into ft_course/assets/reward_model/<key> and remove the old one.")
+    assert sorted(p.name for p in shipped.parent.iterdir()) == [key], "remove stale reward models from the assets"
+    rm = RewardModel.load(shipped)
+    assert rm.meta['recipe'] == dict(k=RM_K, epochs=RM_EPOCHS, lr=RM_LR, batch_size=RM_BATCH, seed=0, failures=True)
