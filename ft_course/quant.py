@@ -44,6 +44,7 @@ def _blocks(x:torch.Tensor, blocksize:int)->tuple[torch.Tensor, torch.Tensor]:
 
 def nearest_level(x:torch.Tensor, levels:torch.Tensor)->torch.Tensor:
     "Index of the nearest of sorted `levels` for every value of `x` (ties go to the lower level)."
+    levels = levels.to(x.device)                          # the table lives on the CPU; the weights may not
     return torch.bucketize(x, (levels[1:] + levels[:-1]) / 2)
 
 def absmax_quantize(x:torch.Tensor, levels:torch.Tensor, blocksize:int)->tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +56,7 @@ def absmax_quantize(x:torch.Tensor, levels:torch.Tensor, blocksize:int)->tuple[t
 def absmax_dequantize(codes:torch.Tensor, absmax:torch.Tensor, levels:torch.Tensor, blocksize:int)->torch.Tensor:
     "The values of `codes` (flat), each level times its block's absmax."
     n = codes.numel()
-    v = levels[codes.long()]
+    v = levels.to(codes.device)[codes.long()]
     v = torch.cat([v, v.new_zeros((-n) % blocksize)]).view(-1, blocksize) * absmax[:, None]
     return v.reshape(-1)[:n]
 
