@@ -194,22 +194,17 @@ def sample(model, # any Hugging Face causal LM
             if n > 1: cache.batch_repeat_interleave(n); logits = logits.repeat_interleave(n, 0)
             mask, nxt_pos = pm.repeat_interleave(n, 0), pos[:, -1].repeat_interleave(n, 0) + 1
             B = mask.shape[0]
-            alive = torch.arange(B, device=dev)                 # rows still in the batch (and in its cache)
-            done = torch.zeros(B, dtype=torch.bool, device=dev) # rows of the batch that have produced EOS
+            alive = torch.arange(B, device=dev)                 # rows still generating
             out = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=dev)
             for t in range(max_new_tokens):
                 if greedy: tok_ = logits.argmax(-1)
                 else: tok_ = torch.multinomial(filter_logits(logits, temperature, top_k, top_p).softmax(-1), 1, generator=gen).squeeze(1)
-                tok_ = tok_.masked_fill(done, pad)                # a finished row only pads
                 out[alive, t] = tok_
-                if eos is not None: done = done | (tok_ == eos)
-                if t == max_new_tokens - 1: break
-                n_done = int(done.sum())                          # one sync per token, like generate's stopping check
-                if n_done == len(alive): break
-                if 2 * n_done >= len(alive):                      # half the batch has finished: those rows leave it and its cache
-                    keep = (~done).nonzero().squeeze(1)           # (halving at most log2(B) times: copying the cache is not free)
-                    cache.batch_select_indices(keep)
-                    alive, tok_, mask, nxt_pos, done = alive[keep], tok_[keep], mask[keep], nxt_pos[keep], done[keep]
+                go = tok_ != eos if eos is not None else torch.ones_like(tok_, dtype=torch.bool)
+                if t == max_new_tokens - 1 or not go.any(): break
+                if not go.all():                                 # finished rows leave the batch and its cache
+                    keep = go.nonzero().squeeze(1)
+                    cache.batch_select_indices(keep); alive, tok_, mask, nxt_pos = alive[keep], tok_[keep], mask[keep], nxt_pos[keep]
                 mask = torch.cat([mask, mask.new_ones(len(alive), 1)], 1)
                 logits = model(input_ids=tok_[:, None], attention_mask=mask, position_ids=nxt_pos[:, None], cache=cache, use_cache=True).logits[:, -1]
                 nxt_pos = nxt_pos + 1
