@@ -15,44 +15,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .pretrain import lr_at
+from .reward import PAIR_COLUMNS, check_pairs
 from .rollout import Rollout, context_length, encode, kl_per_token, sample, token_logprobs
 
 # %% auto #0
-__all__ = ['PAIR_COLUMNS', 'check_pairs', 'encode_pairs', 'sequence_logps', 'dpo_loss', 'reference_logps', 'DPOConfig',
-           'dpo_batch_loss', 'greedy_eval', 'kl_to_reference', 'dpo']
+__all__ = ['encode_pairs', 'sequence_logps', 'dpo_loss', 'reference_logps', 'DPOConfig', 'dpo_batch_loss', 'greedy_eval',
+           'kl_to_reference', 'dpo']
 
 # %% ../nbs/10_dpo.ipynb #92ba739c
-PAIR_COLUMNS = ('prompt', 'chosen', 'rejected')
-
-def check_pairs(pairs, # preference pairs: a `datasets.Dataset` or a list of dicts with prompt / chosen / rejected
-                tokenizer=None, # to check lengths against `max_length`
-                max_length:int|None=None, # the model's context (prompt + answer + EOS must fit)
-               )->list[dict]:
-    "The pairs as a list of dicts, after checking what DPO needs of them; a clear error otherwise."
-    rows = pairs.to_list() if hasattr(pairs, 'to_list') else [dict(r) for r in pairs]
-    if not rows: raise ValueError("No preference pairs: DPO needs at least one (prompt, chosen, rejected) triple.")
-    missing = [c for c in PAIR_COLUMNS if c not in rows[0]]
-    if missing: raise ValueError(f"The pairs lack the column(s) {missing}; they have {sorted(rows[0])}. DPO needs 'prompt', "
-                                 "'chosen' (the preferred answer) and 'rejected': rename your columns to these.")
-    for i, r in enumerate(rows):
-        for c in PAIR_COLUMNS:
-            if not isinstance(r.get(c), str): raise ValueError(f"Pair {i}: {c!r} is {type(r.get(c)).__name__}, not text.")
-        for c in ('chosen', 'rejected'):
-            if not r[c].strip(): raise ValueError(f"Pair {i}: the {c} completion is empty. An empty answer is only EOS, which "
-                                                  "the pair cannot teach: drop the pair or fill in the answer.")
-        if r['chosen'].strip() == r['rejected'].strip():
-            raise ValueError(f"Pair {i}: chosen and rejected are the same text ({r['chosen'][:60]!r}). Its DPO loss is log 2 with "
-                             "a zero gradient, so it only dilutes the batch: drop the pair or fix its labels.")
-    if tokenizer is not None and max_length is not None:
-        ask = lambda xs: [len(x) for x in tokenizer(xs, add_special_tokens=False)['input_ids']]
-        lp, lc, lr = (ask([r[c] for r in rows]) for c in PAIR_COLUMNS)
-        for i, (p, c, r) in enumerate(zip(lp, lc, lr)):
-            if p + max(c, r) + 1 > max_length:
-                raise ValueError(f"Pair {i}: the prompt is {p} tokens and its longer answer {max(c, r)} + EOS, {p + max(c, r) + 1} "
-                                 f"in all, over the model's context of {max_length}: shorten the prompt or drop the pair "
-                                 "(truncating it would score a cut-off answer).")
-    return rows
-
 def encode_pairs(tokenizer, # a Hugging Face tokenizer
                  rows:list[dict], # pairs with prompt / chosen / rejected
                  max_length:int|None=None, # the model's context

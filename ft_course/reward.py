@@ -191,16 +191,35 @@ def bt_loss(r_chosen:torch.Tensor, # (B,) rewards of the preferred answers
     return -F.logsigmoid(d).mean()
 
 # %% ../nbs/09a_reward_model.ipynb #5330c232
-def check_pairs(ds, # a preference dataset
-               )->None:
-    "Raise a clear error if `ds` cannot train or test a reward model."
-    missing = [c for c in PAIR_COLUMNS if c not in ds.column_names]
-    if missing: raise ValueError(f"The preference dataset lacks column(s) {missing}: it needs {list(PAIR_COLUMNS)} "
-                                 f"(it has {ds.column_names}). Rename yours, e.g. ds.rename_column('better', 'chosen').")
-    if len(ds) == 0: raise ValueError("The preference dataset is empty: no pairs to learn from (did every prompt give a tie?).")
-    same = [i for i, (c, r) in enumerate(zip(ds['chosen'], ds['rejected'])) if c == r]
-    if same: raise ValueError(f"{len(same)} pair(s) have chosen == rejected (first at row {same[0]}): "
-                              "a tie carries no preference; drop them, e.g. ds.filter(lambda e: e['chosen'] != e['rejected']).")
+def check_pairs(pairs, # preference pairs: a `datasets.Dataset` or a list of dicts with prompt / chosen / rejected
+                tokenizer=None, # to check lengths against `max_length`
+                max_length:int|None=None, # the model's context (prompt + answer + EOS must fit)
+               )->list[dict]:
+    "The pairs as a list of dicts, after checking what a reward model or DPO needs of them; a clear error otherwise."
+    rows = pairs.to_list() if hasattr(pairs, 'to_list') else [dict(r) for r in pairs]
+    if not rows: raise ValueError("No preference pairs: the dataset is empty, and a reward model or DPO needs at least one "
+                                  "(prompt, chosen, rejected) triple (did every prompt give a tie?).")
+    missing = [c for c in PAIR_COLUMNS if c not in rows[0]]
+    if missing: raise ValueError(f"The preference pairs lack the column(s) {missing} (they have {sorted(rows[0])}): they need "
+                                 f"{list(PAIR_COLUMNS)}; rename yours, e.g. ds.rename_column('better', 'chosen').")
+    for i, r in enumerate(rows):
+        for c in PAIR_COLUMNS:
+            if not isinstance(r.get(c), str): raise ValueError(f"Pair {i}: {c!r} is {type(r.get(c)).__name__}, not text.")
+        for c in ('chosen', 'rejected'):
+            if not r[c].strip(): raise ValueError(f"Pair {i}: the {c} completion is empty. An empty answer is only EOS, which "
+                                                  "the pair cannot teach: drop the pair or fill in the answer.")
+        if r['chosen'].strip() == r['rejected'].strip():
+            raise ValueError(f"Pair {i}: chosen == rejected, the same text ({r['chosen'][:60]!r}). A tie carries no preference "
+                             "(its loss has a zero gradient): drop such pairs, e.g. ds.filter(lambda e: e['chosen'] != e['rejected']).")
+    if tokenizer is not None and max_length is not None:
+        ask = lambda xs: [len(x) for x in tokenizer(xs, add_special_tokens=False)['input_ids']]
+        lp, lc, lr = (ask([r[c] for r in rows]) for c in PAIR_COLUMNS)
+        for i, (p, c, r) in enumerate(zip(lp, lc, lr)):
+            if p + max(c, r) + 1 > max_length:
+                raise ValueError(f"Pair {i}: the prompt is {p} tokens and its longer answer {max(c, r)} + EOS, {p + max(c, r) + 1} "
+                                 f"in all, over the model's context of {max_length}: shorten the prompt or drop the pair "
+                                 "(truncating it would score a cut-off answer).")
+    return rows
 
 def encode_pairs(tokenizer, # the tokenizer
                  ds, # rows with prompt/chosen/rejected

@@ -117,7 +117,7 @@ def test_bad_inputs(start, pairs):
     rm = RewardModel.from_causal_lm(model)
     same = pairs.map(lambda e: dict(rejected=e['chosen']))
     with pytest.raises(ValueError, match="chosen == rejected"): check_pairs(same)
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['rejected'\]"): check_pairs(pairs.remove_columns('rejected'))
+    with pytest.raises(ValueError, match=r"lack the column\(s\) \['rejected'\]"): check_pairs(pairs.remove_columns('rejected'))
     with pytest.raises(ValueError, match="empty"): check_pairs(pairs.select([]))
     with pytest.raises(ValueError, match="empty"): train_reward_model(rm, tok, pairs.select([]), progress=False)
     long = pairs.map(lambda e: dict(chosen=e['chosen'] + " and then" * 200))
