@@ -25,7 +25,7 @@ from .rollout import (Rollout, _right_pad, _start_key, alignment_start, cache_di
 
 # %% auto #0
 __all__ = ['PAIR_COLUMNS', 'RM_K', 'RM_EPOCHS', 'RM_LR', 'RM_BATCH', 'sample_comparisons', 'failure_pairs', 'RewardModel',
-           'bt_loss', 'check_pairs', 'encode_pairs', 'collate_pairs', 'pair_rewards', 'pair_accuracy',
+           'bt_loss', 'check_pairs', 'encode_pair_ids', 'collate_pairs', 'pair_rewards', 'pair_accuracy',
            'train_reward_model', 'trained_reward_model', 'reward_auc']
 
 # %% ../nbs/09a_reward_model.ipynb #33a8b4ab
@@ -221,7 +221,7 @@ def check_pairs(pairs, # preference pairs: a `datasets.Dataset` or a list of dic
                                  "(truncating it would score a cut-off answer).")
     return rows
 
-def encode_pairs(tokenizer, # the tokenizer
+def encode_pair_ids(tokenizer, # the tokenizer
                  ds, # rows with prompt/chosen/rejected
                  max_length:int|None=None, # the context: a longer pair raises an error naming its row
                 )->list[tuple[list[int], list[int]]]:
@@ -240,7 +240,7 @@ def encode_pairs(tokenizer, # the tokenizer
         out.append((x, y))
     return out
 
-def collate_pairs(pairs:list[tuple[list[int], list[int]]], # from `encode_pairs`
+def collate_pairs(pairs:list[tuple[list[int], list[int]]], # from `encode_pair_ids`
                   pad_id:int, # the pad token id
                  )->tuple[torch.Tensor, torch.Tensor]:
     "One right-padded batch: the chosen sequences first, then the rejected ones (as TRL's collator does)."
@@ -253,7 +253,7 @@ def pair_rewards(rm:RewardModel, # the reward model
                  batch_size:int=64, # pairs per forward pass
                 )->tuple[torch.Tensor, torch.Tensor]:
     "(r_chosen, r_rejected) for every pair of `ds`, on the CPU."
-    pairs = encode_pairs(tokenizer, ds, context_length(rm.backbone))
+    pairs = encode_pair_ids(tokenizer, ds, context_length(rm.backbone))
     was = rm.training; rm.eval(); rc, rr = [], []
     try:
         for s in range(0, len(pairs), batch_size):
@@ -282,7 +282,7 @@ def train_reward_model(rm:RewardModel, # the model to train (in place)
                       )->tuple[RewardModel, list[dict]]:
     "Train with the Bradley–Terry loss and AdamW; returns the model and a history of dicts (step, loss, accuracy, ...)."
     if epochs < 1: raise ValueError(f"epochs={epochs}: train for at least one epoch.")
-    pairs = encode_pairs(tokenizer, ds, context_length(rm.backbone))
+    pairs = encode_pair_ids(tokenizer, ds, context_length(rm.backbone))
     if eval_ds is not None: check_pairs(eval_ds)
     pad = pad_token_id(tokenizer)
     g = torch.Generator().manual_seed(seed)

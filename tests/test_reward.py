@@ -2,7 +2,7 @@
 import pytest, torch
 from datasets import Dataset
 from ft_course.evaluate import alpaca_prompt, first_line, is_correct
-from ft_course.reward import (RewardModel, bt_loss, check_pairs, collate_pairs, encode_pairs, pair_rewards,
+from ft_course.reward import (RewardModel, bt_loss, check_pairs, collate_pairs, encode_pair_ids, pair_rewards,
                               sample_comparisons, train_reward_model)
 from ft_course.rollout import alignment_start, encode, rl_prompts
 
@@ -48,7 +48,7 @@ def test_trl_reward_trainer_loss_parity(start, pairs, tmp_path):
     print(f"TRL RewardTrainer loss {trl_loss:.6f}, ours {ours:.6f}, |delta| {abs(ours - trl_loss):.1e}")
     assert abs(ours - trl_loss) < 1e-5, (ours, trl_loss)
     # and our own encoding of the pairs gives TRL's token ids, in the same order of rows
-    ours_ids, ours_mask = collate_pairs(encode_pairs(tok, pairs), tok.pad_token_id)
+    ours_ids, ours_mask = collate_pairs(encode_pair_ids(tok, pairs), tok.pad_token_id)
     order = {tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask)}
     assert order == {tuple(r[m.bool()].tolist()) for r, m in zip(ours_ids, ours_mask)}
 
