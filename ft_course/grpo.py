@@ -6,8 +6,8 @@ Docs: https://ft-course.github.io/ft-course/grpo.html.md"""
 
 # %% ../nbs/09c_grpo.ipynb #7cd1e4f1
 from __future__ import annotations
-import copy, math, time, warnings
-from dataclasses import dataclass, asdict, field
+import copy, math, time
+from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import torch

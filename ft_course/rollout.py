@@ -6,12 +6,11 @@ Docs: https://ft-course.github.io/ft-course/rollouts.html.md"""
 
 # %% ../nbs/09_rollouts.ipynb #259206b6
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile, warnings
+import hashlib, json, os, shutil, tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
