@@ -71,6 +71,7 @@ def test_neutral_paths_and_bars():
     assert txt == 'ft-course/nbs/a.ipynb ~/.cache/ft_course $TMPDIR/ckpt.safetensors .venv/lib'
     assert not ex.MACHINE_PATH.search(txt)
     bars = 'UserWarning: keep me\nLoading weights:   0%|          | 0/52 [00:00<?, ?it/s]\rLoading weights: 100%|##| 52/52 [00:00<00:00, 9.1it/s]\n'
+    assert ex.neutral('<ipython-input-5-c5041bc3d4b0>:27: UserWarning') == '<cell>:27: UserWarning'
     assert ex.drop_bars(bars) == 'UserWarning: keep me\n'
     nb = ex.clean_outputs(nbook(code('x', [dict(output_type='stream', name='stderr', text=bars.split('\n', 1)[1])])))
     assert nb['cells'][0]['outputs'] == []                             # a stream of only bars goes away

@@ -47,6 +47,7 @@ _BAR_RE = re.compile(r'\d+%\|.*\|| \d+/\d+ \[\d|it/s\]|s/it\]')   # a tqdm bar's
 def neutral(text:str, subs=None) -> str:
     "`text` with machine paths (venv, repo, home, temp directories) replaced by neutral text."
     for k, v in subs or _path_subs(): text = text.replace(k, v)
+    text = re.sub(r'<ipython-input-\d+-[0-9a-f]+>', '<cell>', text)   # warnings name the cell by a counter and hash
     return _TMP_RE.sub('$TMPDIR', text)
 
 def drop_bars(text:str) -> str:
