@@ -61,6 +61,15 @@ def test_bad_outputs_are_caught(out, why):
     p = ex.problems(nb, 'n.ipynb', entry(nb))
     assert any(why in o for o in p), p
 
+def test_widget_needs_a_static_view():
+    note = dict(output_type='execute_result', metadata={}, execution_count=1,
+                data={'text/markdown': f'*{ex.WIDGET_NOTE}*', 'text/plain': ex.WIDGET_NOTE})
+    table = dict(output_type='execute_result', metadata={}, execution_count=1, data={'text/html': '<table></table>', 'text/plain': 't'})
+    alone = nbook(code('calc', [note]), code('x = 1'))
+    assert 'no static view' in ex.problems(alone, 'w.ipynb', entry(alone))[0]
+    beside = nbook(code('calc', [note]), md('Static:'), code('x = 1'), code('HTML(t)', [table]))
+    assert ex.problems(beside, 'w.ipynb', entry(beside)) == []
+
 def test_size_limit():
     assert ex.problems(GOOD, 'g.ipynb', entry(GOOD), size=ex.MAX_NB_BYTES + 1)[0].startswith('g.ipynb: 2,000,001 bytes')
     assert ex.problems(nbook(code('x', [png(800, 300)])), 'g.ipynb', entry(nbook(code('x')))) == []
@@ -75,6 +84,11 @@ def test_neutral_paths_and_bars():
     assert ex.drop_bars(bars) == 'UserWarning: keep me\n'
     nb = ex.clean_outputs(nbook(code('x', [dict(output_type='stream', name='stderr', text=bars.split('\n', 1)[1])])))
     assert nb['cells'][0]['outputs'] == []                             # a stream of only bars goes away
+    widget = dict(output_type='execute_result', metadata={}, execution_count=1,
+                  data={ex.WIDGET: {'model_id': 'f00d', 'version_major': 2, 'version_minor': 0}, 'text/plain': 'VBox(...)'})
+    clear = dict(output_type='stream', name='stdout', text='\x1b[2K\r\x1b[2K\r')
+    (o,) = ex.clean_outputs(nbook(code('w', [clear, widget])))['cells'][0]['outputs']
+    assert o['data']['text/plain'] == ex.WIDGET_NOTE and 'f00d' not in json.dumps(o)   # no random model id
 
 def test_chapter_notebooks_and_flags():
     names = [p.name for p in ex.chapter_notebooks()]

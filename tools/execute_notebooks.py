@@ -56,8 +56,12 @@ def drop_bars(text:str) -> str:
     keep = [l for l in lines if not any(_BAR_RE.search(f) for f in l.split('\r'))]
     return ''.join(keep)
 
+WIDGET = 'application/vnd.jupyter.widget-view+json'
+WIDGET_NOTE = 'Interactive widget: run the notebook to use it.'
+_ANSI_RE = re.compile(r'\x1b\[[0-9;?]*[A-Za-z]')
+
 def clean_outputs(nb:dict, subs=None) -> dict:
-    "Publishable outputs: no machine paths, no progress bars, no empty streams."
+    "Publishable outputs: no machine paths, no progress bars, no empty streams, a note where a live widget was."
     subs = subs or _path_subs()
     def fix(s):
         if isinstance(s, list): s = ''.join(s)
@@ -68,7 +72,9 @@ def clean_outputs(nb:dict, subs=None) -> dict:
             if o['output_type'] == 'stream':
                 o['text'] = fix(o['text'])
                 if o['name'] == 'stderr': o['text'] = drop_bars(o['text'])
-                if not o['text'].strip(): continue
+                if not _ANSI_RE.sub('', o['text']).strip(): continue   # e.g. a widget's clear_output
+            if WIDGET in o.get('data', {}):   # a page has no kernel: say so (the chapter shows a static view beside it)
+                o['data'] = {'text/markdown': f'*{WIDGET_NOTE}*', 'text/plain': WIDGET_NOTE}
             for k, v in o.get('data', {}).items():
                 if k.startswith('text/') or k == 'application/json' and isinstance(v, str): o['data'][k] = fix(v)
             outs.append(o)
@@ -135,6 +141,10 @@ def problems(nb:dict, name:str, entry:dict|None, flags=SKIP_FLAGS, size:int|None
                 b = base64.b64decode(_src({'source': png}))
                 if len(b) > MAX_IMG_BYTES: out.append(f"{name} cell {i}: a {len(b):,}-byte PNG > {MAX_IMG_BYTES:,}")
                 if max(_png_size(b)) > MAX_IMG_PX: out.append(f"{name} cell {i}: a {_png_size(b)} px figure > {MAX_IMG_PX} px")
+    static = lambda c: any(k in o.get('data', {}) for o in c.get('outputs', []) for k in ('image/png', 'text/html'))
+    for j, (i, c) in enumerate(run):
+        if any(WIDGET_NOTE in '\n'.join(_texts(o)) for o in c.get('outputs', [])) and not any(static(d) for _, d in run[j:j + 4]):
+            out.append(f"{name} cell {i}: a widget with no static view (a figure or table) in it or the next 3 cells")
     for i, c in run:
         if should_display(c) and not c.get('outputs'):
             out.append(f"{name} cell {i}: ends in an expression but shows no output; {rerun}")
