@@ -181,7 +181,8 @@ def execute(fn:Path) -> dict:
 
 def _clean(fn:Path) -> bool:
     "nbdev-clean `fn`; True when a second clean leaves it unchanged."
-    cmd = [str(Path(sys.executable).with_name('nbdev-clean')), '--fname', str(fn)]
+    exe = Path(sys.executable).with_name('nbdev-clean')
+    cmd = [str(exe) if exe.exists() else 'nbdev-clean', '--fname', str(fn)]
     subprocess.run(cmd, check=True, cwd=ROOT)
     before = fn.read_bytes()
     subprocess.run(cmd, check=True, cwd=ROOT)

@@ -79,8 +79,9 @@ def sidebar_yaml() -> str:
 def main():
     update_table()
     SIDEBAR.write_text(sidebar_yaml())
-    subprocess.run([Path(sys.executable).with_name('nbdev-clean'), '--fname', str(INDEX)], check=True)
-    md = subprocess.run([Path(sys.executable).with_name('jupyter'), 'nbconvert', '--to', 'markdown', '--stdout', str(INDEX)],
+    tool = lambda name: str(p) if (p := Path(sys.executable).with_name(name)).exists() else name
+    subprocess.run([tool('nbdev-clean'), '--fname', str(INDEX)], check=True)
+    md = subprocess.run([tool('jupyter'), 'nbconvert', '--to', 'markdown', '--stdout', str(INDEX)],
                         check=True, capture_output=True, text=True).stdout
     (ROOT / 'README.md').write_text(md)
     print(f"updated {INDEX.relative_to(ROOT)}, README.md and {SIDEBAR.relative_to(ROOT)}")
