@@ -49,6 +49,7 @@ def _adapter_dtype(dtype:torch.dtype)->torch.dtype:
 
 class LoRALinear(nn.Module):
     "A frozen `nn.Linear` or GPT-2 `Conv1D` plus a trainable rank-`r` update (alpha / r) * B @ A."
+    ft_lora = True        # how lora_layers finds it: a marker, not isinstance, so a re-run notebook cell's class counts too
     def __init__(self, base_layer:nn.Module, # the layer to adapt (frozen here)
                  r:int=8, # rank of the update
                  alpha:float=16, # scale numerator: the update is multiplied by alpha / r
@@ -101,6 +102,7 @@ class LoRALinear(nn.Module):
 # %% ../nbs/06_lora.ipynb #bd97cfa4
 class TrainableTokens(nn.Module):
     "An embedding, or the output head tied to it, whose rows `token_indices` train while every other row stays frozen."
+    ft_tokens = True      # how token_layers finds it (see LoRALinear.ft_lora)
     def __init__(self, base_layer:nn.Module, # an nn.Embedding, or the nn.Linear output head that shares its weight
                  token_indices:list[int]|None=None, # ids of the rows to train (for the embedding)
                  tied_to:TrainableTokens|None=None, # for a tied output head: the embedding's TrainableTokens
@@ -155,7 +157,7 @@ class TrainableTokens(nn.Module):
 
 def token_layers(model:nn.Module)->dict[str, TrainableTokens]:
     "The model's `TrainableTokens` wrappers by name."
-    return {n: m for n, m in model.named_modules() if isinstance(m, TrainableTokens)}
+    return {n: m for n, m in model.named_modules() if getattr(m, 'ft_tokens', False)}
 
 def unseen_tokens(tokenizer, # the model's tokenizer
                   texts:list[str], # what fine-tuning will train on (prompts and answers)
@@ -177,7 +179,7 @@ def _matches(name:str, targets)->bool:
 
 def lora_layers(model:nn.Module)->dict[str, LoRALinear]:
     "The model's `LoRALinear` layers by name."
-    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    return {n: m for n, m in model.named_modules() if getattr(m, 'ft_lora', False)}
 
 def _output_layer(model:nn.Module)->str|None:
     "Full name of the model's output head (`get_output_embeddings`), if it has one."
@@ -368,16 +370,17 @@ def load_adapter(model:nn.Module, path:str|os.PathLike)->nn.Module:
     return model
 
 # %% ../nbs/06_lora.ipynb #a6c6c048
-def _fingerprint(model:nn.Module)->float|None:
+def _fingerprint(model:nn.Module, exclude:list[int]|None=None, # rows to leave out (the adapter's trainable tokens)
+                )->float|None:
     "Mean |w| of the base's input embedding (rows that train excluded): which base an adapter sits on."
     emb = model.get_input_embeddings() if hasattr(model, 'get_input_embeddings') else None
     if emb is None: return None
-    w = (emb.base_layer if isinstance(emb, TrainableTokens) else emb).weight.detach()
+    tt = getattr(emb, 'ft_tokens', False)
+    w = (emb.base_layer if tt else emb).weight.detach()
     if any(w is p for n in getattr(model, '_lora_modules_to_save', []) for p in model.get_submodule(n).parameters()): return None
     keep = torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
-    if isinstance(emb, TrainableTokens):
-        if emb.merged: return None
-        keep[emb.token_indices] = False
+    if tt and emb.merged: return None
+    keep[emb.token_indices if tt else torch.tensor(exclude or [], dtype=torch.long)] = False
     return w[keep].double().abs().mean().item()
 
 def _base_name(model:nn.Module)->str:
@@ -428,7 +431,8 @@ def load_model(path:str|os.PathLike, # a directory written by `save_model`, `sav
     if (path/'tokenizer_config.json').exists():
         from transformers import AutoTokenizer
         tok = AutoTokenizer.from_pretrained(path); ensure_pad_token(tok, model)
-    fp, now = note.get('base_fingerprint'), _fingerprint(model)
+    tt = cfg.get('trainable_token_indices')
+    fp, now = note.get('base_fingerprint'), _fingerprint(model, sum(tt.values(), []) if isinstance(tt, dict) else tt)
     if check_base and fp is not None and now is not None and abs(now - fp) > 1e-3 * abs(fp):
         raise ValueError(f"The base model {str(src or base_dir())!r} is not the one the adapter in {str(path)!r} was trained on "
                          f"(embedding fingerprint {now:.6g}, expected {fp:.6g}): pass base=<the right model>, or check_base=False.")
