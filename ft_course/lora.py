@@ -453,18 +453,24 @@ def load_into_peft(peft_model:nn.Module, sd:dict[str, torch.Tensor], adapter:str
 
 # %% ../nbs/06_lora.ipynb #f6df7714
 @functools.lru_cache(maxsize=1)
-def _course_pretraining()->tuple[dict, frozenset]:
-    "The shipped base's vocabulary and the ids of the tokens its pretraining corpus uses (computed once per process)."
-    from ft_course.data import pretraining_corpus
+def _course_tokenizer():
+    "The shipped base's tokenizer (loaded once per process)."
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(base_dir())
+    return AutoTokenizer.from_pretrained(base_dir())
+
+@functools.lru_cache(maxsize=1)
+def _course_seen()->frozenset:
+    "Ids of the tokens the shipped base's pretraining corpus uses (computed once per process, ~1 s)."
+    from ft_course.data import pretraining_corpus
+    tok = _course_tokenizer()
     ids = {t for d in tok(pretraining_corpus(3000), add_special_tokens=False)['input_ids'] for t in d}   # 3000 stories use every token 60000 do
-    return tok.get_vocab(), frozenset(ids | {tok.eos_token_id})      # pretraining ends every story with EOS
+    return frozenset(ids | {tok.eos_token_id})                      # pretraining ends every story with EOS
 
 def seen_in_pretraining(tokenizer)->frozenset|None:
     "Ids of the tokens pretraining showed the model, when it is the course's base (same tokenizer); None for any other model."
-    vocab, ids = _course_pretraining()
-    return ids if len(tokenizer) == len(vocab) and tokenizer.get_vocab() == vocab else None
+    course = _course_tokenizer()
+    if len(tokenizer) != len(course) or tokenizer.get_vocab() != course.get_vocab(): return None
+    return _course_seen()
 
 def unseen_share(tokenizer, rows:list[dict], # tokenized examples (input_ids, labels)
                  seen:frozenset|set|None=None, # default: `seen_in_pretraining(tokenizer)`
