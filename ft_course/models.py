@@ -6,7 +6,7 @@ Docs: https://ft-course.github.io/ft-course/base_model.html.md"""
 
 # %% ../nbs/02d_base_model.ipynb #365bfbb0
 from __future__ import annotations
-import os, warnings
+import json, os, warnings
 from pathlib import Path
 
 import torch
@@ -75,6 +75,15 @@ def base_dir()->Path:
     import ft_course
     return Path(ft_course.__file__).parent/'assets'/'base'
 
+def _lora_keys(d:Path)->list[str]:
+    "Names of LoRA tensors in the safetensors checkpoint of directory `d` (read from the header only)."
+    from safetensors import safe_open
+    if (d/'model.safetensors.index.json').exists(): keys = list(json.loads((d/'model.safetensors.index.json').read_text())['weight_map'])
+    elif (d/'model.safetensors').exists():
+        with safe_open(str(d/'model.safetensors'), 'pt') as f: keys = list(f.keys())
+    else: keys = []
+    return [k for k in keys if k.endswith(('.lora_A', '.lora_B', '.trainable_tokens_delta'))]
+
 def load_base(name_or_path:str|os.PathLike|None=None, # None: the shipped base; else a hub id or a local directory
               device:str|torch.device|None=None, # default: `pick_device()`
               dtype:torch.dtype|None=None, # e.g. torch.bfloat16; default: as saved
@@ -93,6 +102,11 @@ def load_base(name_or_path:str|os.PathLike|None=None, # None: the shipped base; 
         if not (local/'config.json').exists():
             raise FileNotFoundError(f"{str(local)!r} is a path but holds no config.json: point to a directory written by "
                                     "`save_pretrained`, or pass a hub id such as 'gpt2'.")
+        if lora := _lora_keys(local):
+            raise ValueError(f"{str(local)!r} holds a LoRA model saved whole with save_pretrained (keys such as {lora[0]!r}); loaded "
+                             "as a plain model, its adapted layers would be re-initialised at random. Rebuild it: load its base, "
+                             "inject_lora with the same targets, r and alpha, load_state_dict from its model.safetensors, and "
+                             "save it with ft_course.lora.save_model, which writes what loads back.")
         src = local
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)

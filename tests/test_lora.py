@@ -487,3 +487,9 @@ def test_train_warns_when_data_is_mostly_unseen_tokens(tmp_path):
         share = warn_unseen(tok, tokenize_dataset(instruction_dataset()['train'], tok))        # the course's data: no warning
     assert share < 0.5 < unseen_share(tok, tokenize_dataset(reverse, tok))[0]
     assert unseen_share(AutoTokenizer.from_pretrained(load_base.__globals__['base_dir']()), []) is None   # no rows: no verdict
+
+def test_load_base_refuses_a_lora_model_saved_whole(gpt2_dir, tmp_path):
+    "What the old train(out_dir=...) wrote for a LoRA model loaded silently wrong; now it is refused with the way out."
+    model, tok = load_base(gpt2_dir, device='cpu')
+    inject_lora(model, ['c_attn'], r=2).save_pretrained(tmp_path/'old'); tok.save_pretrained(tmp_path/'old')
+    with pytest.raises(ValueError, match='saved whole with save_pretrained'): load_base(tmp_path/'old')
