@@ -14,6 +14,8 @@ from typing import Callable, Iterable
 import datasets
 from datasets import Dataset, DatasetDict
 
+from .models import with_bos
+
 # %% auto #0
 __all__ = ['AGENTS', 'OBJECTS', 'VERB_FORMS', 'VERBS', 'TIMES', 'FORMS', 'TASKS', 'ALPACA_PREAMBLE', 'REQUIRED_FIELDS',
            'OPTIONAL_FIELDS', 'Verb', 'Clause', 'render', 'parse', 'Task', 'format_prompt', 'to_messages',
@@ -203,7 +205,7 @@ def prompt_and_response(example:dict, tokenizer=None, template:str='alpaca', pre
 def tokenize_example(example:dict, tokenizer, template:str='alpaca', max_length:int|None=None, preamble:bool=False)->dict:
     "Token ids, attention mask and labels (-100 on the prompt) for one instruction example."
     prompt, response = prompt_and_response(example, tokenizer, template, preamble)
-    p = tokenizer(prompt, add_special_tokens=False)['input_ids']
+    p = with_bos(tokenizer, tokenizer(prompt, add_special_tokens=False)['input_ids'])   # BOS first where the tokenizer adds one (Llama)
     r = tokenizer(response, add_special_tokens=False)['input_ids']
     ids, labels = p + r, [-100] * len(p) + r
     if max_length is not None: ids, labels = ids[:max_length], labels[:max_length]

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import TASKS, format_prompt
-from .models import context_length
+from .models import context_length, ensure_pad_token, with_bos
 
 # %% auto #0
 __all__ = ['CONTINUATIONS', 'generate', 'first_line', 'alpaca_prompt', 'is_correct', 'EvalResult', 'score', 'evaluate',
@@ -31,10 +31,7 @@ def generate(model, # any Hugging Face causal LM
              progress:bool=False, # show a tqdm bar
             )->list[tuple[str, bool]]:
     "Greedy continuations of `prompts` as (text, ended_with_eos) pairs, batched with left padding."
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token_id is None:
-            raise ValueError("The tokenizer has neither a pad nor an eos token: set tokenizer.pad_token before generating.")
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     ctx = context_length(model)
     room = None if ctx is None else ctx - max_new_tokens
     if room is not None and room < 1:
@@ -45,7 +42,7 @@ def generate(model, # any Hugging Face causal LM
     out = []
     try:
         for i in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc='generate'):
-            ids = tokenizer(prompts[i:i + batch_size], add_special_tokens=False)['input_ids']
+            ids = with_bos(tokenizer, tokenizer(prompts[i:i + batch_size], add_special_tokens=False)['input_ids'])
             if room is not None and max(map(len, ids)) > room:
                 warnings.warn(f"A prompt is longer than the {room} tokens the context leaves for it; its start was cut off.")
                 ids = [x[-room:] for x in ids]                # keep the end of an over-long prompt
@@ -134,7 +131,7 @@ def perplexity(model, tokenizer, texts:list[str], # the text set
     "Token-weighted perplexity of `model` on `texts`."
     if not texts: raise ValueError("perplexity needs at least one text.")
     max_length = max_length or context_length(model) or 1024
-    if tokenizer.pad_token_id is None: tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     nll, n = 0.0, 0

@@ -1,4 +1,4 @@
-"""Fine-tune a few thousand numbers instead of every weight: a LoRA layer from scratch for `nn.Linear` and GPT-2's `Conv1D`, injected by name, merged for inference, saved on its own — checked against peft to the last float, and trained on the SFT task.
+"""Fine-tune a few thousand numbers instead of every weight: a LoRA layer from scratch for `nn.Linear` and GPT-2's `Conv1D`, injected by name, merged for inference, saved on its own in peft's format — checked against peft to the last float, and trained on the SFT task.
 
 Docs: https://ft-course.github.io/ft-course/lora.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://ft-course.github.io/ft-course/lora.html.md"""
 
 # %% ../nbs/06_lora.ipynb #4bf10d6e
 from __future__ import annotations
-import json, math, os, re, tempfile
+import functools, json, math, os, re, tempfile, warnings
 from pathlib import Path
 
 import torch
@@ -15,10 +15,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from .data import DataWarning
+from .models import base_dir, ensure_pad_token, load_base, pick_device, replace_module
+
 # %% auto #0
 __all__ = ['LoRALinear', 'TrainableTokens', 'token_layers', 'unseen_tokens', 'lora_candidates', 'lora_layers', 'inject_lora',
-           'count_trainable', 'merge', 'unmerge', 'lora_state_dict', 'save_adapter', 'load_adapter', 'to_peft',
-           'load_into_peft']
+           'count_trainable', 'merge', 'unmerge', 'lora_state_dict', 'to_peft', 'from_peft', 'adapter_config',
+           'save_adapter', 'load_adapter', 'save_model', 'load_model', 'load_into_peft', 'seen_in_pretraining',
+           'unseen_share', 'warn_unseen']
 
 # %% ../nbs/06_lora.ipynb #1ea049fc
 def _dims(layer:nn.Module)->tuple[int, int]:
@@ -39,8 +43,13 @@ def _check_rank(layer:nn.Module, r, name:str='layer')->tuple[int, int]:
     return i, o
 
 # %% ../nbs/06_lora.ipynb #de0e41a2
+def _adapter_dtype(dtype:torch.dtype)->torch.dtype:
+    "The dtype an adapter trains in: float32 for a 16-bit base (updates would round away in 16 bits), else the base's."
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
 class LoRALinear(nn.Module):
     "A frozen `nn.Linear` or GPT-2 `Conv1D` plus a trainable rank-`r` update (alpha / r) * B @ A."
+    ft_lora = True        # how lora_layers finds it: a marker, not isinstance, so a re-run notebook cell's class counts too
     def __init__(self, base_layer:nn.Module, # the layer to adapt (frozen here)
                  r:int=8, # rank of the update
                  alpha:float=16, # scale numerator: the update is multiplied by alpha / r
@@ -53,7 +62,7 @@ class LoRALinear(nn.Module):
         self.fan_in_fan_out = isinstance(base_layer, Conv1D)     # weight stored as (in, out)
         for p in base_layer.parameters(): p.requires_grad_(False)
         w = base_layer.weight if isinstance(base_layer, (nn.Linear, Conv1D)) else None     # None: a quantised layer
-        dtype = w.dtype if w is not None else getattr(base_layer, 'compute_dtype', torch.float32)
+        dtype = _adapter_dtype(w.dtype if w is not None else getattr(base_layer, 'compute_dtype', torch.float32))
         device = w.device if w is not None else next(base_layer.buffers()).device
         self.lora_A = nn.Parameter(torch.empty(r, self.in_features, dtype=dtype, device=device))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, dtype=dtype, device=device))
@@ -67,9 +76,12 @@ class LoRALinear(nn.Module):
         return d.T if self.fan_in_fan_out else d
 
     def forward(self, x:torch.Tensor)->torch.Tensor:
+        "y = base(x) + (alpha / r) * B A dropout(x), the scale-and-add fused into one `addmm`, in the adapter's dtype."
         y = self.base_layer(x)
         if self.merged: return y
-        return y + F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B) * self.scaling
+        h = F.linear(self.lora_dropout(x).to(self.lora_A.dtype), self.lora_A)                    # (…, r)
+        out = torch.addmm(y.reshape(-1, self.out_features).to(h.dtype), h.reshape(-1, self.r), self.lora_B.T, alpha=self.scaling)
+        return out.view(y.shape).to(y.dtype)
 
     @torch.no_grad()
     def merge(self):
@@ -77,12 +89,12 @@ class LoRALinear(nn.Module):
         if not isinstance(self.base_layer, (nn.Linear, Conv1D)):
             raise TypeError(f"Cannot merge into a {type(self.base_layer).__name__}: adding the update to a 4-bit weight would "
                             "round it away. Dequantise the base first (ft_course.quant.dequantize_model), then merge.")
-        if not self.merged: self.base_layer.weight += self.delta_weight(); self.merged = True
+        if not self.merged: self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype); self.merged = True
 
     @torch.no_grad()
     def unmerge(self):
         "Subtract the update from the base weight again."
-        if self.merged: self.base_layer.weight -= self.delta_weight(); self.merged = False
+        if self.merged: self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype); self.merged = False
 
     def extra_repr(self)->str:
         return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}, merged={self.merged}"
@@ -90,6 +102,7 @@ class LoRALinear(nn.Module):
 # %% ../nbs/06_lora.ipynb #bd97cfa4
 class TrainableTokens(nn.Module):
     "An embedding, or the output head tied to it, whose rows `token_indices` train while every other row stays frozen."
+    ft_tokens = True      # how token_layers finds it (see LoRALinear.ft_lora)
     def __init__(self, base_layer:nn.Module, # an nn.Embedding, or the nn.Linear output head that shares its weight
                  token_indices:list[int]|None=None, # ids of the rows to train (for the embedding)
                  tied_to:TrainableTokens|None=None, # for a tied output head: the embedding's TrainableTokens
@@ -106,7 +119,8 @@ class TrainableTokens(nn.Module):
         self._tied = [tied_to] if tied_to is not None else []      # in a list: not a submodule, not in the state dict
         if tied_to is None:
             self.register_buffer('token_indices', torch.tensor(idx), persistent=False)
-            self.trainable_tokens_delta = nn.Parameter(base_layer.weight.detach()[self.token_indices].clone())
+            w = base_layer.weight.detach()
+            self.trainable_tokens_delta = nn.Parameter(w[self.token_indices].to(_adapter_dtype(w.dtype)))   # a copy, float32 for a 16-bit base
 
     @property
     def source(self)->TrainableTokens: return self._tied[0] if self._tied else self
@@ -143,7 +157,7 @@ class TrainableTokens(nn.Module):
 
 def token_layers(model:nn.Module)->dict[str, TrainableTokens]:
     "The model's `TrainableTokens` wrappers by name."
-    return {n: m for n, m in model.named_modules() if isinstance(m, TrainableTokens)}
+    return {n: m for n, m in model.named_modules() if getattr(m, 'ft_tokens', False)}
 
 def unseen_tokens(tokenizer, # the model's tokenizer
                   texts:list[str], # what fine-tuning will train on (prompts and answers)
@@ -165,41 +179,61 @@ def _matches(name:str, targets)->bool:
 
 def lora_layers(model:nn.Module)->dict[str, LoRALinear]:
     "The model's `LoRALinear` layers by name."
-    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    return {n: m for n, m in model.named_modules() if getattr(m, 'ft_lora', False)}
+
+def _output_layer(model:nn.Module)->str|None:
+    "Full name of the model's output head (`get_output_embeddings`), if it has one."
+    head = model.get_output_embeddings() if hasattr(model, 'get_output_embeddings') else None
+    return next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
 
 def inject_lora(model:nn.Module, # e.g. a Hugging Face causal LM; changed in place
-                target_modules:list[str]|str=('c_attn',), # module names (suffixes) or one regex for the full name
+                target_modules:list[str]|str=('c_attn',), # module names (suffixes), one regex for the full name, or 'all-linear'
                 r:int=8, # rank of each update
                 alpha:float=16, # the update is scaled by alpha / r
                 dropout:float=0.0, # dropout on the input of each update branch
                 trainable_tokens:list[int]|None=None, # token ids whose embedding rows also train (tied head included)
+                modules_to_save:list[str]|None=None, # modules (name suffixes) trained whole, e.g. ['lm_head'] (peft's modules_to_save)
                )->nn.Module:
     "Wrap the matching linear layers of `model` in `LoRALinear` (and the embedding rows of `trainable_tokens`); freeze everything else."
     if isinstance(target_modules, (list, tuple, set)) and not target_modules:
-        raise ValueError("target_modules is empty: name the layers to adapt, e.g. ['c_attn'] for GPT-2.")
+        raise ValueError("target_modules is empty: name the layers to adapt, e.g. ['c_attn'] for GPT-2, or 'all-linear'.")
     if lora_layers(model) or token_layers(model):
         raise ValueError("The model already holds LoRA layers: merge or unload them first, or load a fresh model.")
     cands = lora_candidates(model)
-    names = [n for n in cands if _matches(n, target_modules)]
+    if target_modules == 'all-linear': names = [n for n in cands if n != _output_layer(model)]    # as peft: not the LM head
+    else: names = [n for n in cands if _matches(n, target_modules)]
     if not names:
         short = sorted({n.split('.')[-1] for n in cands})
         raise ValueError(f"target_modules={target_modules!r} matches no nn.Linear or Conv1D in {type(model).__name__}. "
                          f"Its layer names end with: {short} (full names, e.g. {cands[:3]}). Pass some of those.")
     for n in names: _check_rank(model.get_submodule(n), r, n)       # check every layer before changing any
+    save = _modules_to_save(model, modules_to_save or [], names)
     emb = _embedding(model) if trainable_tokens is not None else None
     tokens = TrainableTokens(emb[1], trainable_tokens) if emb else None      # checks the ids before anything changes
     for p in model.parameters(): p.requires_grad_(False)
-    for n in names: _replace(model, n, LoRALinear(model.get_submodule(n), r, alpha, dropout, name=n))
+    for n in names: replace_module(model, n, LoRALinear(model.get_submodule(n), r, alpha, dropout, name=n))
     if tokens is not None:
-        head = model.get_output_embeddings() if hasattr(model, 'get_output_embeddings') else None
-        head_name = next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
-        _replace(model, emb[0], tokens)
-        if head_name and head.weight is emb[1].weight: _replace(model, head_name, TrainableTokens(head, tied_to=tokens))
+        head_name = _output_layer(model)
+        head = model.get_submodule(head_name) if head_name else None
+        replace_module(model, emb[0], tokens)
+        if head_name and head.weight is emb[1].weight: replace_module(model, head_name, TrainableTokens(head, tied_to=tokens))
+    for n in save: model.get_submodule(n).requires_grad_(True)
+    model._lora_modules_to_save = save                               # trained whole: saved whole with the adapter
     return model
 
-def _replace(model:nn.Module, name:str, new:nn.Module):
-    parent, _, child = name.rpartition('.')
-    setattr(model.get_submodule(parent) if parent else model, child, new)
+def _modules_to_save(model:nn.Module, targets:list[str], lora_names:list[str])->list[str]:
+    "Full names of the modules to train whole, checked: they exist, are not LoRA targets, and share no weight with another module."
+    if isinstance(targets, str): targets = [targets]
+    found = [n for n, _ in model.named_modules() if n and _matches(n, targets)]
+    if targets and not found: raise ValueError(f"modules_to_save={targets!r} matches no module of {type(model).__name__}.")
+    for n in found:
+        if n in lora_names: raise ValueError(f"{n} is both a LoRA target and in modules_to_save: choose one.")
+        mine = {id(p) for p in model.get_submodule(n).parameters()}
+        shared = [o for o, m in model.named_modules() if o and o != n and not o.startswith(n + '.') and not n.startswith(o + '.')
+                  and any(id(p) in mine for p in m.parameters(recurse=False))]
+        if shared: raise ValueError(f"{n} shares its weight with {shared[0]} (tied embeddings): training it whole would change "
+                                    "both. For new tokens use trainable_tokens=[ids] instead, which handles the tied head.")
+    return found
 
 def _embedding(model:nn.Module)->tuple[str, nn.Embedding]:
     "(name, module) of the model's input embedding."
@@ -220,7 +254,7 @@ def merge(model:nn.Module, unload:bool=False, # also replace each LoRA layer by 
     "Fold every LoRA update (and trainable token rows) into the base weights; with `unload`, return the plain base architecture."
     for n, m in (lora_layers(model) | token_layers(model)).items():
         m.merge()
-        if unload: _replace(model, n, m.base_layer)
+        if unload: replace_module(model, n, m.base_layer)
     return model
 
 def unmerge(model:nn.Module)->nn.Module:
@@ -230,40 +264,98 @@ def unmerge(model:nn.Module)->nn.Module:
 
 # %% ../nbs/06_lora.ipynb #3e434926
 def _adapter_tensors(model:nn.Module)->dict[str, nn.Parameter]:
-    "The adapter's tensors by name: A and B of every LoRA layer, and the trainable token rows."
+    "The adapter's tensors by name: A and B of every LoRA layer, the trainable token rows, and modules trained whole."
     out = {f'{n}.{k}': getattr(m, k) for n, m in lora_layers(model).items() for k in ('lora_A', 'lora_B')}
-    return out | {f'{n}.trainable_tokens_delta': m.trainable_tokens_delta for n, m in token_layers(model).items() if not m._tied}
+    out |= {f'{n}.trainable_tokens_delta': m.trainable_tokens_delta for n, m in token_layers(model).items() if not m._tied}
+    return out | {f'{n}.{k}': p for n in getattr(model, '_lora_modules_to_save', []) for k, p in model.get_submodule(n).named_parameters()}
 
 def lora_state_dict(model:nn.Module)->dict[str, torch.Tensor]:
-    "Only the adapter: `{layer}.lora_A` and `{layer}.lora_B` for every LoRA layer, `{embedding}.trainable_tokens_delta`."
+    "Only the adapter: `{layer}.lora_A`, `{layer}.lora_B`, `{embedding}.trainable_tokens_delta`, `{module}.weight` of modules trained whole."
     return {k: v.detach().clone().contiguous() for k, v in _adapter_tensors(model).items()}
 
-def save_adapter(model:nn.Module, path:str|os.PathLike)->Path:
-    "Write the adapter of `model` to a safetensors file (atomically), with its settings as metadata."
+def to_peft(sd:dict[str, torch.Tensor], # from `lora_state_dict`
+            adapter:str|None='default', # the adapter's name in peft's model; None: the names in peft's saved file
+           )->dict[str, torch.Tensor]:
+    "Rename an adapter state dict from our names to peft's (`base_model.model.{layer}.lora_A.{adapter}.weight`, …)."
+    a, out = f'.{adapter}' if adapter else '', {}
+    for k, v in sd.items():
+        n, _, which = k.rpartition('.')
+        if which in ('lora_A', 'lora_B'): out[f'base_model.model.{n}.{which}{a}.weight'] = v
+        elif which == 'trainable_tokens_delta': out[f'base_model.model.{n}.token_adapter.trainable_tokens_delta{a}'] = v
+        else: out[f'base_model.model.{n}.modules_to_save{a}.{which}' if adapter else f'base_model.model.{k}'] = v
+    return out
+
+def from_peft(sd:dict[str, torch.Tensor])->dict[str, torch.Tensor]:
+    "Rename the tensors of peft's saved adapter file to ours (the inverse of `to_peft(sd, adapter=None)`)."
+    out = {}
+    for k, v in sd.items():
+        k = k.removeprefix('base_model.model.')
+        k = re.sub(r'\.(lora_[AB])\.weight$', r'.\1', k)
+        out[k.replace('.token_adapter.trainable_tokens_delta', '.trainable_tokens_delta')] = v
+    return out
+
+def adapter_config(model:nn.Module, base_model_name_or_path:str|None=None)->dict:
+    "peft's `adapter_config.json` for the adapter of `model`."
     layers = lora_layers(model)
     if not layers: raise ValueError("The model has no LoRA layers to save: call inject_lora first.")
-    m0 = next(iter(layers.values()))
+    settings = {(m.r, m.alpha, getattr(m.lora_dropout, 'p', 0.0)) for m in layers.values()}
+    if len(settings) > 1: raise ValueError(f"The LoRA layers differ in (r, alpha, dropout): {sorted(settings)}; save_adapter writes one setting.")
+    (r, alpha, dropout), = settings
     tokens = [m.token_indices.tolist() for m in token_layers(model).values() if not m._tied]
-    meta = dict(r=m0.r, alpha=m0.alpha, dropout=getattr(m0.lora_dropout, 'p', 0.0), target_modules=sorted(layers),
-                trainable_tokens=tokens[0] if tokens else None)
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    return dict(peft_type='LORA', task_type='CAUSAL_LM' if hasattr(model, 'generate') else None,
+                base_model_name_or_path=base_model_name_or_path, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                target_modules=sorted(layers), fan_in_fan_out=any(m.fan_in_fan_out for m in layers.values()), bias='none',
+                trainable_token_indices=tokens[0] if tokens else None,
+                modules_to_save=list(getattr(model, '_lora_modules_to_save', [])) or None,
+                use_rslora=False, use_dora=False, init_lora_weights=True, inference_mode=True, library='ft_course')
+
+def _atomic(path:Path, write):
+    "Call write(tmp) on a temporary file next to `path`, then rename it to `path`."
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp'); os.close(fd)
-    try:
-        save_file(lora_state_dict(model), tmp, metadata={'lora': json.dumps(meta)})
-        os.replace(tmp, path)
+    try: write(tmp); os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
+
+def save_adapter(model:nn.Module, path:str|os.PathLike, # a directory (created if missing)
+                 base_model_name_or_path:str|None=None, # written into the config: the model the adapter belongs on
+                )->Path:
+    "Write the adapter of `model` as a peft adapter directory: `adapter_model.safetensors` + `adapter_config.json`."
+    cfg, path = adapter_config(model, base_model_name_or_path), Path(path)
+    if path.is_file(): raise NotADirectoryError(f"{str(path)!r} is a file: save_adapter writes a directory, as peft does.")
+    path.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.cpu() for k, v in to_peft(lora_state_dict(model), adapter=None).items()}
+    _atomic(path/'adapter_model.safetensors', lambda f: save_file(sd, f, metadata={'format': 'pt'}))
+    _atomic(path/'adapter_config.json', lambda f: Path(f).write_text(json.dumps({k: v for k, v in cfg.items() if k != 'library'}, indent=2)))
     return path
 
+def _check_config(c:dict, path)->None:
+    "Refuse peft options that our LoRA layer does not implement."
+    if c.get('peft_type', 'LORA') != 'LORA': raise ValueError(f"{str(path)!r} holds a {c['peft_type']} adapter; ft_course loads LoRA adapters only.")
+    bad = {k: c[k] for k, ok in dict(bias='none', use_dora=False, use_rslora=False, lora_bias=False).items() if c.get(k, ok) != ok}
+    bad |= {k: c[k] for k in ('rank_pattern', 'alpha_pattern', 'layers_to_transform', 'layers_pattern', 'exclude_modules',
+                              'target_parameters', 'megatron_config') if c.get(k)}
+    if bad: raise NotImplementedError(f"The adapter in {str(path)!r} uses {bad}, which ft_course's LoRA layer does not implement: "
+                                      "load it with peft's PeftModel.from_pretrained instead.")
+
 def load_adapter(model:nn.Module, path:str|os.PathLike)->nn.Module:
-    "Load an adapter written by `save_adapter` into `model`, injecting its LoRA layers first if needed."
-    from safetensors import safe_open
-    with safe_open(str(path), 'pt') as f: meta = json.loads((f.metadata() or {}).get('lora', 'null'))
-    if meta is None: raise ValueError(f"{str(path)!r} is not an adapter written by save_adapter (no 'lora' metadata).")
+    "Load a peft-format adapter directory (from `save_adapter` or peft's `save_pretrained`) into `model`, injecting its LoRA layers first if needed."
+    path = Path(path)
+    if not (path/'adapter_config.json').exists():
+        raise ValueError(f"{str(path)!r} is not an adapter directory: it needs adapter_config.json and adapter_model.safetensors, "
+                         "as save_adapter and peft's save_pretrained write them.")
+    if not (path/'adapter_model.safetensors').exists():
+        raise FileNotFoundError(f"{str(path)!r} has no adapter_model.safetensors (a pickled adapter_model.bin is not loaded): "
+                                "save the adapter with safe_serialization=True.")
+    c = json.loads((path/'adapter_config.json').read_text()); _check_config(c, path)
     if not lora_layers(model):
-        inject_lora(model, '|'.join(map(re.escape, meta['target_modules'])), meta['r'], meta['alpha'], meta['dropout'],
-                    trainable_tokens=meta.get('trainable_tokens'))
-    sd, params = load_file(str(path)), _adapter_tensors(model)
+        tt = c.get('trainable_token_indices')
+        if isinstance(tt, dict):
+            if len(tt) != 1 or not _matches(_embedding(model)[0], list(tt)):
+                raise NotImplementedError(f"trainable_token_indices={list(tt)} in {str(path)!r}: ft_course trains rows of the input embedding only.")
+            tt = next(iter(tt.values()))
+        inject_lora(model, c['target_modules'], c['r'], c['lora_alpha'], c.get('lora_dropout', 0.0), trainable_tokens=tt,
+                    modules_to_save=c.get('modules_to_save'))
+    sd, params = from_peft(load_file(str(path/'adapter_model.safetensors'))), _adapter_tensors(model)
     want = set(params)
     if set(sd) != want:
         raise ValueError(f"The adapter in {str(path)!r} does not fit this model: missing {sorted(want - set(sd))[:3]}, "
@@ -277,16 +369,77 @@ def load_adapter(model:nn.Module, path:str|os.PathLike)->nn.Module:
             p.copy_(v)
     return model
 
-# %% ../nbs/06_lora.ipynb #46328be9
-def to_peft(sd:dict[str, torch.Tensor], adapter:str='default')->dict[str, torch.Tensor]:
-    "Rename an adapter state dict from `lora_state_dict` to peft's names (`base_model.model.{layer}.lora_A.{adapter}.weight`, …)."
-    out = {}
-    for k, v in sd.items():
-        n, _, which = k.rpartition('.')
-        if which == 'trainable_tokens_delta': out[f'base_model.model.{n}.token_adapter.trainable_tokens_delta.{adapter}'] = v
-        else: out[f'base_model.model.{n}.{which}.{adapter}.weight'] = v
+# %% ../nbs/06_lora.ipynb #a6c6c048
+def _fingerprint(model:nn.Module, exclude:list[int]|None=None, # rows to leave out (the adapter's trainable tokens)
+                )->float|None:
+    "Mean |w| of the base's input embedding (rows that train excluded): which base an adapter sits on."
+    emb = model.get_input_embeddings() if hasattr(model, 'get_input_embeddings') else None
+    if emb is None: return None
+    tt = getattr(emb, 'ft_tokens', False)
+    w = (emb.base_layer if tt else emb).weight.detach()
+    if any(w is p for n in getattr(model, '_lora_modules_to_save', []) for p in model.get_submodule(n).parameters()): return None
+    keep = torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
+    if tt and emb.merged: return None
+    keep[emb.token_indices if tt else torch.tensor(exclude or [], dtype=torch.long)] = False
+    return w[keep].double().abs().mean().item()
+
+def _base_name(model:nn.Module)->str:
+    "The hub id or absolute local path the base of `model` was loaded from."
+    name = str(getattr(model, 'name_or_path', '') or '')
+    if not name:
+        raise ValueError("This LoRA model's base has no name or path (built from a config, not loaded), so an adapter could not "
+                         "be loaded back onto it: save the base with save_pretrained(dir) and load it from there before "
+                         "inject_lora, or merge(model, unload=True) and save the merged model.")
+    p = Path(name).expanduser()
+    return str(p.resolve()) if p.exists() else name
+
+def save_model(model:nn.Module, out_dir:str|os.PathLike, # a directory (created if missing)
+               tokenizer=None, # saved alongside, if given
+              )->Path:
+    "Save `model` so that `load_model(out_dir)` gives it back exactly: a LoRA model as a peft adapter directory naming its base, any other with `save_pretrained`."
+    out = Path(out_dir)
+    if lora_layers(model):
+        base = _base_name(model)
+        save_adapter(model, out, base)
+        note = dict(base_model=base, shipped_base=Path(base).exists() and Path(base).resolve() == base_dir().resolve(),
+                    base_fingerprint=_fingerprint(model), load_with='ft_course.lora.load_model')
+        _atomic(out/'ft_course.json', lambda f: Path(f).write_text(json.dumps(note, indent=1)))
+        stale = ['model.safetensors', 'config.json']                  # a whole model saved here before would shadow the adapter
+    else:
+        model.save_pretrained(out)
+        stale = ['adapter_config.json', 'adapter_model.safetensors', 'ft_course.json']
+    for f in stale:
+        if (out/f).exists(): (out/f).unlink()
+    if tokenizer is not None: tokenizer.save_pretrained(out)
     return out
 
+def load_model(path:str|os.PathLike, # a directory written by `save_model`, `save_pretrained`, or peft
+               base:str|os.PathLike|None=None, # the base for an adapter; default: the one its config names
+               device:str|torch.device|None=None, # default: `pick_device()`
+               dtype:torch.dtype|None=None, # the base's dtype (adapters stay float32 under a 16-bit base)
+               check_base:bool=True, # refuse a base whose fingerprint differs from the one the adapter was trained on
+              )->tuple:
+    "Load what `save_model` saved — a whole model, or a LoRA adapter onto its base — and the tokenizer: (model, tokenizer)."
+    path = Path(path).expanduser()
+    if not (path/'adapter_config.json').exists(): return load_base(path, device=device, dtype=dtype)
+    cfg = json.loads((path/'adapter_config.json').read_text())
+    note = json.loads((path/'ft_course.json').read_text()) if (path/'ft_course.json').exists() else {}
+    src = base if base is not None else (None if note.get('shipped_base') else cfg.get('base_model_name_or_path'))
+    if base is None and not note.get('shipped_base') and not src:
+        raise ValueError(f"The adapter in {str(path)!r} names no base model: pass base=<the hub id or directory it was trained on>.")
+    model, tok = load_base(src, device='cpu', dtype=dtype)
+    if (path/'tokenizer_config.json').exists():
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(path); ensure_pad_token(tok, model)
+    tt = cfg.get('trainable_token_indices')
+    fp, now = note.get('base_fingerprint'), _fingerprint(model, sum(tt.values(), []) if isinstance(tt, dict) else tt)
+    if check_base and fp is not None and now is not None and abs(now - fp) > 1e-3 * abs(fp):
+        raise ValueError(f"The base model {str(src or base_dir())!r} is not the one the adapter in {str(path)!r} was trained on "
+                         f"(embedding fingerprint {now:.6g}, expected {fp:.6g}): pass base=<the right model>, or check_base=False.")
+    load_adapter(model, path)
+    return model.to(pick_device(device)).eval(), tok
+
+# %% ../nbs/06_lora.ipynb #46328be9
 def load_into_peft(peft_model:nn.Module, sd:dict[str, torch.Tensor], adapter:str='default')->nn.Module:
     "Copy our adapter's A and B into a peft LoRA model of the same layers."
     theirs = to_peft(sd, adapter)
@@ -297,3 +450,47 @@ def load_into_peft(peft_model:nn.Module, sd:dict[str, torch.Tensor], adapter:str
     lora_missing = [k for k in missing if ('.lora_' in k or 'trainable_tokens_delta' in k) and params[k].data_ptr() not in loaded]
     if lora_missing: raise ValueError(f"The adapter lacks {lora_missing[:3]}: build peft with the same target_modules.")
     return peft_model
+
+# %% ../nbs/06_lora.ipynb #f6df7714
+@functools.lru_cache(maxsize=1)
+def _course_tokenizer():
+    "The shipped base's tokenizer (loaded once per process)."
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(base_dir())
+
+@functools.lru_cache(maxsize=1)
+def _course_seen()->frozenset:
+    "Ids of the tokens the shipped base's pretraining corpus uses (computed once per process, ~1 s)."
+    from ft_course.data import pretraining_corpus
+    tok = _course_tokenizer()
+    ids = {t for d in tok(pretraining_corpus(3000), add_special_tokens=False)['input_ids'] for t in d}   # 3000 stories use every token 60000 do
+    return frozenset(ids | {tok.eos_token_id})                      # pretraining ends every story with EOS
+
+def seen_in_pretraining(tokenizer)->frozenset|None:
+    "Ids of the tokens pretraining showed the model, when it is the course's base (same tokenizer); None for any other model."
+    course = _course_tokenizer()
+    if len(tokenizer) != len(course) or tokenizer.get_vocab() != course.get_vocab(): return None
+    return _course_seen()
+
+def unseen_share(tokenizer, rows:list[dict], # tokenized examples (input_ids, labels)
+                 seen:frozenset|set|None=None, # default: `seen_in_pretraining(tokenizer)`
+                )->tuple[float, list[int]]|None:
+    "Share of the trained-on (label) tokens of `rows` that pretraining never showed the model, and those token ids; None if unknown."
+    seen = seen_in_pretraining(tokenizer) if seen is None else seen
+    if seen is None: return None
+    toks = [t for e in rows for t, l in zip(e['input_ids'], e['labels']) if l != -100]
+    if not toks: return None
+    new = [t for t in toks if t not in seen]
+    return len(new) / len(toks), sorted(set(new))
+
+def warn_unseen(tokenizer, rows:list[dict], name:str='train_ds', threshold:float=0.5)->float|None:
+    "Warn (`DataWarning`) when most trained-on tokens of `rows` are tokens the model never saw in pretraining; returns the share."
+    got = unseen_share(tokenizer, rows)
+    if got is None: return None
+    share, new = got
+    if share > threshold:
+        warnings.warn(f"{name}: {share:.0%} of the tokens the loss trains on were never seen by the model in pretraining "
+                      f"(e.g. {tokenizer.convert_ids_to_tokens(new[:5])}): it can barely read or write them, and fine-tuning may "
+                      "reach 0 % exact match. Train their embedding rows (inject_lora(..., trainable_tokens=unseen_tokens(tok, "
+                      "texts, corpus))), use a bigger base, or a hub model whose pretraining covered text like yours.", DataWarning)
+    return share

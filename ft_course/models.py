@@ -6,14 +6,15 @@ Docs: https://ft-course.github.io/ft-course/base_model.html.md"""
 
 # %% ../nbs/02d_base_model.ipynb #365bfbb0
 from __future__ import annotations
-import os, warnings
+import json, os, warnings
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 # %% auto #0
-__all__ = ['pick_device', 'context_length', 'pad_token_id', 'base_dir', 'load_base']
+__all__ = ['pick_device', 'context_length', 'pad_token_id', 'ensure_pad_token', 'adds_bos', 'with_bos', 'replace_module',
+           'base_dir', 'load_base']
 
 # %% ../nbs/02d_base_model.ipynb #55057d46
 def pick_device(device:str|torch.device|None=None)->torch.device:
@@ -34,11 +35,54 @@ def pad_token_id(tokenizer)->int:
     if p is None: raise ValueError("The tokenizer has neither a pad nor an eos token: set tokenizer.pad_token first.")
     return p
 
+def ensure_pad_token(tokenizer, # changed in place: given a pad token if it has none
+                     model=None, # its `config.pad_token_id` is set too, if unset
+                     warn:bool=False, # say so when the eos token becomes the pad token
+                    )->int:
+    "Give `tokenizer` (and `model.config`) a pad token — its eos token if it has none, as GPT-2 needs — and return the pad id."
+    p = pad_token_id(tokenizer)                                      # the one rule; raises if there is neither
+    if tokenizer.pad_token_id is None:
+        if warn: warnings.warn(f"The tokenizer has no pad token; using its eos token {tokenizer.eos_token!r} for padding.")
+        tokenizer.pad_token = tokenizer.eos_token
+    if model is not None and getattr(model.config, 'pad_token_id', None) is None: model.config.pad_token_id = p
+    return p
+
+def adds_bos(tokenizer)->bool:
+    "Whether `tokenizer` puts its BOS token in front of a text by default (the Llama family does; GPT-2 and the course's do not)."
+    bos = getattr(tokenizer, 'bos_token_id', None)
+    if bos is None: return False
+    a, b = tokenizer('a')['input_ids'], tokenizer('a', add_special_tokens=False)['input_ids']
+    return a[:1] == [bos] and b[:1] != [bos]
+
+def with_bos(tokenizer, ids:list)->list:
+    "Token ids (one list, or a batch of lists) encoded without special tokens, with BOS put in front where the tokenizer adds one by default."
+    if not adds_bos(tokenizer): return ids
+    b = tokenizer.bos_token_id
+    fix = lambda x: list(x) if list(x[:1]) == [b] else [b] + list(x)
+    return [fix(x) for x in ids] if ids and isinstance(ids[0], (list, tuple)) else fix(ids)
+
+def replace_module(model:torch.nn.Module, name:str, # the full name, e.g. 'transformer.h.0.attn.c_attn'
+                   new:torch.nn.Module)->torch.nn.Module:
+    "Put `new` where the submodule `name` of `model` is; returns the module it replaced."
+    parent, _, child = name.rpartition('.')
+    owner = model.get_submodule(parent) if parent else model
+    old = getattr(owner, child); setattr(owner, child, new)
+    return old
+
 # %% ../nbs/02d_base_model.ipynb #d34fe661
 def base_dir()->Path:
     "Where the shipped base model lives inside the installed package."
     import ft_course
     return Path(ft_course.__file__).parent/'assets'/'base'
+
+def _lora_keys(d:Path)->list[str]:
+    "Names of LoRA tensors in the safetensors checkpoint of directory `d` (read from the header only)."
+    from safetensors import safe_open
+    if (d/'model.safetensors.index.json').exists(): keys = list(json.loads((d/'model.safetensors.index.json').read_text())['weight_map'])
+    elif (d/'model.safetensors').exists():
+        with safe_open(str(d/'model.safetensors'), 'pt') as f: keys = list(f.keys())
+    else: keys = []
+    return [k for k in keys if k.endswith(('.lora_A', '.lora_B', '.trainable_tokens_delta'))]
 
 def load_base(name_or_path:str|os.PathLike|None=None, # None: the shipped base; else a hub id or a local directory
               device:str|torch.device|None=None, # default: `pick_device()`
@@ -52,9 +96,17 @@ def load_base(name_or_path:str|os.PathLike|None=None, # None: the shipped base; 
                                 "`python -m ft_course.pretrain --out ft_course/assets/base`, or reinstall the package.")
     local = Path(src).expanduser()
     if local.exists():
+        if (local/'adapter_config.json').exists():
+            raise ValueError(f"{str(local)!r} holds a LoRA adapter, not a whole model: load it with its base model by "
+                             "`ft_course.lora.load_model(path)` (or peft's `AutoPeftModelForCausalLM.from_pretrained(path)`).")
         if not (local/'config.json').exists():
             raise FileNotFoundError(f"{str(local)!r} is a path but holds no config.json: point to a directory written by "
                                     "`save_pretrained`, or pass a hub id such as 'gpt2'.")
+        if lora := _lora_keys(local):
+            raise ValueError(f"{str(local)!r} holds a LoRA model saved whole with save_pretrained (keys such as {lora[0]!r}); loaded "
+                             "as a plain model, its adapted layers would be re-initialised at random. Rebuild it: load its base, "
+                             "inject_lora with the same targets, r and alpha, load_state_dict from its model.safetensors, and "
+                             "save it with ft_course.lora.save_model, which writes what loads back.")
         src = local
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
@@ -63,10 +115,5 @@ def load_base(name_or_path:str|os.PathLike|None=None, # None: the shipped base; 
         raise OSError(f"Could not load {str(src)!r}: no such local directory, and the Hugging Face hub could not provide it "
                       "(a typo, or no internet). Offline, call load_base() for the course's base model or pass a local "
                       f"directory saved with save_pretrained. ({type(e).__name__}: {str(e)[:200]})") from None
-    if tok.pad_token is None:
-        if tok.eos_token is None:
-            raise ValueError(f"The tokenizer of {str(src)!r} has neither a pad nor an eos token: set tokenizer.pad_token yourself.")
-        warnings.warn(f"The tokenizer of {str(src)!r} has no pad token; using its eos token {tok.eos_token!r} for padding.")
-        tok.pad_token = tok.eos_token
-    if model.config.pad_token_id is None: model.config.pad_token_id = tok.pad_token_id
+    ensure_pad_token(tok, model, warn=True)
     return model.to(pick_device(device)).eval(), tok

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from .models import ensure_pad_token, replace_module
+
 # %% auto #0
 __all__ = ['NF4', 'nf4_from_quantiles', 'nearest_level', 'absmax_quantize', 'absmax_dequantize', 'pack4', 'unpack4',
            'dynamic_map', 'NF4Tensor', 'quantize_nf4', 'NF4Matmul', 'NF4Linear', 'quantize_model', 'dequantize_model',
@@ -185,10 +187,7 @@ def quantize_model(model:nn.Module, # changed in place
              and not any(n == k or n.endswith('.' + k) for k in skip)]
     if not names: raise ValueError(f"{type(model).__name__} has no nn.Linear or Conv1D layers to quantise (outside skip={skip}).")
     for p in model.parameters(): p.requires_grad_(False)
-    for n in names:
-        parent, _, child = n.rpartition('.')
-        owner = model.get_submodule(parent) if parent else model
-        setattr(owner, child, NF4Linear(getattr(owner, child), double_quant=double_quant))
+    for n in names: replace_module(model, n, NF4Linear(model.get_submodule(n), double_quant=double_quant))
     return model
 
 def dequantize_model(model:nn.Module)->nn.Module:
@@ -200,8 +199,7 @@ def dequantize_model(model:nn.Module)->nn.Module:
             lin.weight.copy_(m.dequantized_weight())
             if m.bias is not None: lin.bias.copy_(m.bias)
         lin.requires_grad_(False)
-        parent, _, child = n.rpartition('.')
-        setattr(model.get_submodule(parent) if parent else model, child, lin)
+        replace_module(model, n, lin)
     return model
 
 def weight_bytes(model:nn.Module)->dict[str, int]:
@@ -238,7 +236,7 @@ def load_4bit(name_or_path=None, # None: the course's base; else a hub id or a l
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=double_quant,
                            bnb_4bit_compute_dtype=compute_dtype)
     model = AutoModelForCausalLM.from_pretrained(src, quantization_config=q, device_map={'': dev}, dtype=compute_dtype)
-    if model.config.pad_token_id is None: model.config.pad_token_id = tok.pad_token_id
+    ensure_pad_token(tok, model)
     if dev == 'cpu':
         # On CPUs with AVX512-BF16, bitsandbytes repacks a layer's weight for a faster inference kernel the first time
         # it runs in eval mode without gradients; that layout cannot be trained (an in-place autograd error in

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModel
 
 from .data import TASKS, _failures, parse
 from .evaluate import alpaca_prompt, first_line
-from .models import base_dir, pad_token_id
+from .models import base_dir, pad_token_id, with_bos
 from .rollout import (Rollout, _right_pad, _start_key, alignment_start, cache_dir, context_length,
                                exact_reward, rl_prompts, sample)
 
@@ -230,7 +230,7 @@ def encode_pair_ids(tokenizer, # the tokenizer
     eos = tokenizer.eos_token_id
     if eos is None: raise ValueError("The tokenizer has no eos token: the reward is read at the EOS that ends each answer.")
     enc = lambda xs: tokenizer(list(xs), add_special_tokens=False)['input_ids']
-    p, c, r = enc(ds['prompt']), enc(ds['chosen']), enc(ds['rejected'])
+    p, c, r = with_bos(tokenizer, enc(ds['prompt'])), enc(ds['chosen']), enc(ds['rejected'])
     out = []
     for i, (a, b, d) in enumerate(zip(p, c, r)):
         x, y = a + b + [eos], a + d + [eos]

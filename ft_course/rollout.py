@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from .data import instruction_dataset
-from .models import base_dir, context_length, load_base, pad_token_id
+from .models import base_dir, context_length, load_base, pad_token_id, with_bos
 from .train import TrainConfig, train
 
 # %% auto #0
@@ -119,7 +119,7 @@ def encode(tokenizer, # a Hugging Face tokenizer
     if completions is not None and len(completions) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions: pass one completion per prompt.")
     pad = pad_token_id(tokenizer)
-    p = tokenizer(list(prompts), add_special_tokens=False)['input_ids']
+    p = with_bos(tokenizer, tokenizer(list(prompts), add_special_tokens=False)['input_ids'])
     _check_prompts(p, None)
     if completions is None: c = [[] for _ in p]
     else:
@@ -177,7 +177,7 @@ def sample(model, # any Hugging Face causal LM
     ctx = context_length(model)
     room = None if ctx is None else ctx - max_new_tokens
     if room is not None and room < 1: raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {ctx}.")
-    ids = tokenizer(list(prompts), add_special_tokens=False)['input_ids']
+    ids = with_bos(tokenizer, tokenizer(list(prompts), add_special_tokens=False)['input_ids'])
     _check_prompts(ids, room)
     dev = next(model.parameters()).device
     gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None

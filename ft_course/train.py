@@ -18,7 +18,8 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from .data import DataWarning
-from .models import context_length
+from .lora import save_model, warn_unseen
+from .models import context_length, pad_token_id
 from .pretrain import _param_groups, load_checkpoint, lr_at, save_checkpoint
 from .sft import SFTCollator, batch_order, pack_dataset, sft_loss, tokenize_dataset
 
@@ -137,12 +138,11 @@ def train(model, # any Hugging Face causal LM
                                     "resume=False, or pass the out_dir of the run you want to continue.")
     elif ckpt is not None and (ckpt/'state.json').exists():
         warnings.warn(f"{str(out_dir)!r} holds a checkpoint; this fresh run will replace it (resume=True continues it).")
-    pad = getattr(tokenizer, 'pad_token_id', None)
-    if pad is None: pad = getattr(model.config, 'pad_token_id', None)
-    if pad is None: pad = getattr(model.config, 'eos_token_id', None) or 0
+    pad = pad_token_id(tokenizer) if tokenizer is not None else (model.config.pad_token_id if model.config.pad_token_id is not None else model.config.eos_token_id or 0)
     collate = SFTCollator(pad)
     ctx = context_length(model)
     rows, val_rows = _prepare(train_ds, 'train_ds', tokenizer, cfg, ctx), _prepare(val_ds, 'val_ds', tokenizer, cfg, ctx)
+    if tokenizer is not None: warn_unseen(tokenizer, rows)          # mostly tokens pretraining never showed: say so (chapter 6)
 
     acc = Accelerator()
     P, rank, dev = acc.num_processes, acc.process_index, acc.device
@@ -241,8 +241,7 @@ def train(model, # any Hugging Face causal LM
         checkpoint()
     hist['tokens_per_s'] = (hist['tokens'][-1] / hist['seconds'][-1]) if hist['seconds'] and hist['seconds'][-1] else None
     if out_dir is not None and acc.is_main_process:
-        raw.save_pretrained(out_dir)                                 # safetensors, config.json
-        if tokenizer is not None: tokenizer.save_pretrained(out_dir)
+        save_model(raw, out_dir, tokenizer)                          # a LoRA model as a peft adapter naming its base (ft_course.lora)
         (Path(out_dir)/'history.json').write_text(json.dumps(hist))
     acc.wait_for_everyone()
     raw.train(was_training)

@@ -1,5 +1,5 @@
 "`ft_course.lora`: LoRA from scratch against peft (outputs, gradients, merge, counts) for nn.Linear and GPT-2's Conv1D."
-import copy, math
+import contextlib, copy, math
 
 import pytest, torch
 from torch import nn
@@ -285,3 +285,211 @@ def test_token_rows_on_untied_llama_match_peft():
     lo, lt = gpt2_loss(ours.eval(), 0), gpt2_loss(theirs.eval(), 0)
     assert (lo[0] - lt[0]).abs().max() < 1e-5
     assert count_trainable(ours)[0] == theirs.get_nb_trainable_parameters()[0]
+
+
+# --- the fused forward ------------------------------------------------------------------------------------------------------
+
+def test_fused_forward_matches_formula():
+    "The exported layer's addmm forward gives what y = Wx + (alpha/r) B A dropout(x) gives, with dropout on."
+    import torch.nn.functional as F
+    for base in (nn.Linear(32, 48), Conv1D(48, 32)):
+        torch.manual_seed(0); l = LoRALinear(base, r=4, alpha=8, dropout=0.2).train()
+        with torch.no_grad(): l.lora_B.normal_(0, 0.1)
+        x = torch.randn(3, 5, 32, requires_grad=True)
+        torch.manual_seed(1); y = l(x)
+        torch.manual_seed(1); y_ref = l.base_layer(x) + l.scaling * F.linear(F.linear(l.lora_dropout(x), l.lora_A), l.lora_B)
+        assert y.shape == y_ref.shape and (y - y_ref).abs().max() < 1e-5 and not torch.allclose(y, base(x))
+        g, g_ref = torch.autograd.grad(y.square().sum(), [l.lora_A, l.lora_B]), torch.autograd.grad(y_ref.square().sum(), [l.lora_A, l.lora_B])
+        assert all((a - b).abs().max() < 1e-4 for a, b in zip(g, g_ref))
+
+
+# --- peft's adapter format, both ways ---------------------------------------------------------------------------------------
+
+from peft import PeftModel
+from safetensors.torch import load_file
+from ft_course.lora import from_peft, load_model, save_model, warn_unseen, unseen_share
+
+def _ids(vocab=100, seed=1):
+    return torch.randint(3, vocab, (2, 10), generator=torch.Generator().manual_seed(seed))
+
+def test_save_adapter_writes_peft_format_that_peft_loads(tmp_path):
+    ours, _ = token_pair(); ours.eval()
+    d = save_adapter(ours, tmp_path/'adapter')
+    assert sorted(p.name for p in d.iterdir()) == ['adapter_config.json', 'adapter_model.safetensors']
+    keys = set(load_file(str(d/'adapter_model.safetensors')))
+    assert 'base_model.model.transformer.h.0.attn.c_attn.lora_A.weight' in keys
+    assert 'base_model.model.transformer.wte.token_adapter.trainable_tokens_delta' in keys and len(keys) == 2 * 2 * 2 + 1
+    theirs = PeftModel.from_pretrained(gpt2(), d).eval()
+    ids = _ids()
+    with torch.no_grad(): assert torch.equal(theirs(input_ids=ids).logits, ours(input_ids=ids).logits)
+    fresh = load_adapter(gpt2().eval(), d)
+    with torch.no_grad(): assert torch.equal(fresh(input_ids=ids).logits, ours(input_ids=ids).logits)
+
+def test_load_adapter_reads_what_peft_saved(tmp_path):
+    torch.manual_seed(0)
+    pm = get_peft_model(gpt2(), LoraConfig(r=4, lora_alpha=8, target_modules=['c_attn', 'c_fc'], fan_in_fan_out=True,
+                                           trainable_token_indices={'wte': TOKENS}))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if 'lora_B' in n or 'trainable_tokens_delta' in n: p.normal_(0, 0.1)
+    pm.save_pretrained(tmp_path/'peft'); pm.eval()
+    ours = load_adapter(gpt2().eval(), tmp_path/'peft')
+    assert len(lora_layers(ours)) == 4 and token_layers(ours)['transformer.wte'].token_indices.tolist() == TOKENS
+    ids = _ids()
+    with torch.no_grad(): assert (ours(input_ids=ids).logits - pm(input_ids=ids).logits).abs().max() < 1e-5
+
+def test_load_adapter_refuses_what_it_cannot_do(tmp_path):
+    m = inject_lora(gpt2(), ['c_attn'], r=2)
+    with pytest.raises(ValueError, match='not an adapter directory'): load_adapter(gpt2(), tmp_path)
+    pm = get_peft_model(gpt2(), LoraConfig(r=2, target_modules=['c_attn'], fan_in_fan_out=True, use_dora=True))
+    pm.save_pretrained(tmp_path/'dora')
+    with pytest.raises(NotImplementedError, match='use_dora'): load_adapter(gpt2(), tmp_path/'dora')
+    with pytest.raises(NotADirectoryError): (tmp_path/'f').write_text('x'); save_adapter(m, tmp_path/'f')
+
+def test_to_peft_and_from_peft_are_inverse():
+    m = inject_lora(gpt2(), ['c_attn'], r=2, trainable_tokens=[1, 2])
+    sd = lora_state_dict(m)
+    assert from_peft(to_peft(sd, adapter=None)).keys() == sd.keys()
+
+
+# --- real models: a tiny Llama saved to a directory, and GPT-2 -------------------------------------------------------------
+
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+from ft_course.data import DataWarning
+from ft_course.models import adds_bos, load_base
+from ft_course.train import TrainConfig, train
+
+def _llama_tokenizer():
+    "A Llama tokenizer (adds BOS by default) over single characters: no download."
+    vocab = {'<unk>': 0, '<s>': 1, '</s>': 2}
+    for c in ['▁'] + list('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,:#?!\n '): vocab.setdefault(c, len(vocab))
+    return LlamaTokenizer(vocab=vocab, merges=[], add_bos_token=True)
+
+@pytest.fixture(scope='module')
+def llama_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp('tiny-llama')
+    tok = _llama_tokenizer()
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+                                 tie_word_embeddings=False)).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+@pytest.fixture(scope='module')
+def gpt2_dir(tmp_path_factory, tokenizer):
+    d = tmp_path_factory.mktemp('tiny-gpt2')
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                               bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d
+
+WORDS = [dict(instruction='Reverse the words.', input='red fox', output='fox red'),
+         dict(instruction='Reverse the words.', input='big cat', output='cat big')] * 8
+
+@pytest.mark.parametrize('which', ['llama', 'gpt2'])
+def test_train_with_out_dir_then_load_model_gives_identical_logits(which, llama_dir, gpt2_dir, tmp_path):
+    "The issue's bug: train(out_dir=...) on a LoRA model, then load it back — the same model, in one call."
+    src = llama_dir if which == 'llama' else gpt2_dir
+    with pytest.warns(UserWarning) if which == 'llama' else contextlib.nullcontext(): model, tok = load_base(src, device='cpu')
+    inject_lora(model, 'all-linear', r=4, alpha=8)
+    train(model, WORDS, cfg=TrainConfig(epochs=None, max_steps=3, lr=1e-2, warmup=1, batch_size=4, progress=False),
+          out_dir=tmp_path/'run1', tokenizer=tok)
+    assert (tmp_path/'run1'/'adapter_config.json').exists() and not (tmp_path/'run1'/'model.safetensors').exists()
+    assert any(m.lora_B.abs().sum() > 0 for m in lora_layers(model).values())                    # it trained
+    back, _ = load_model(tmp_path/'run1', device='cpu')
+    ids = _ids(len(tok))
+    model.eval()
+    with torch.no_grad(): assert torch.equal(back(input_ids=ids).logits, model(input_ids=ids).logits)
+    with pytest.raises(ValueError, match='ft_course.lora.load_model'): load_base(tmp_path/'run1')
+    theirs = PeftModel.from_pretrained(load_base(src, device='cpu')[0], tmp_path/'run1').eval()     # peft reads it too
+    with torch.no_grad(): assert (theirs(input_ids=ids).logits - model(input_ids=ids).logits).abs().max() < 1e-5
+
+def test_load_model_refuses_another_base(gpt2_dir, tmp_path, tokenizer):
+    model, tok = load_base(gpt2_dir, device='cpu')
+    save_model(inject_lora(model, ['c_attn'], r=2), tmp_path/'a', tok)
+    torch.manual_seed(1)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2)).save_pretrained(tmp_path/'other')
+    tokenizer.save_pretrained(tmp_path/'other')
+    with pytest.raises(ValueError, match='not the one the adapter'): load_model(tmp_path/'a', base=tmp_path/'other')
+    load_model(tmp_path/'a', base=tmp_path/'other', check_base=False)
+    plain, _ = load_base(gpt2_dir, device='cpu')                      # a model without LoRA saves and loads whole
+    save_model(plain, tmp_path/'plain', tok); assert (tmp_path/'plain'/'model.safetensors').exists()
+    assert not lora_layers(load_model(tmp_path/'plain')[0])
+
+def test_llama_all_linear_and_parity_with_peft(llama_dir):
+    model, _ = load_base(llama_dir, device='cpu')
+    ours = inject_lora(model, 'all-linear', r=4, alpha=8, trainable_tokens=[5, 9])
+    assert len(lora_layers(ours)) == 2 * 7 and 'lm_head' not in lora_layers(ours)
+    randomise_B(ours)
+    theirs = get_peft_model(load_base(llama_dir, device='cpu')[0], LoraConfig(r=4, lora_alpha=8, target_modules='all-linear',
+                                                                             trainable_token_indices=[5, 9]))
+    assert sorted(theirs.peft_config['default'].target_modules) == sorted(n.split('.')[-1] for n in lora_layers(ours)) or \
+        set(lora_layers(ours)) == set(theirs.peft_config['default'].target_modules)
+    load_into_peft(theirs, lora_state_dict(ours))
+    ids = _ids(64)
+    ours.eval(); theirs.eval()
+    with torch.no_grad(): assert (ours(input_ids=ids).logits - theirs(input_ids=ids).logits).abs().max() < 1e-5
+
+def test_modules_to_save_round_trip_with_peft(llama_dir, tmp_path):
+    "Modules trained whole (peft's modules_to_save, e.g. the head and embedding for new tokens) travel both ways."
+    torch.manual_seed(0)
+    pm = get_peft_model(load_base(llama_dir, device='cpu')[0], LoraConfig(r=2, target_modules=['q_proj'], modules_to_save=['lm_head', 'embed_tokens']))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if p.requires_grad: p.add_(torch.randn_like(p) * 0.05)
+    pm.save_pretrained(tmp_path/'peft'); pm.eval()
+    ours = load_adapter(load_base(llama_dir, device='cpu')[0].eval(), tmp_path/'peft')
+    ids = _ids(64)
+    with torch.no_grad(): assert (ours(input_ids=ids).logits - pm(input_ids=ids).logits).abs().max() < 1e-5
+    assert ours.lm_head.weight.requires_grad and ours.model.embed_tokens.weight.requires_grad
+    d = save_adapter(ours, tmp_path/'ours')
+    assert {'base_model.model.lm_head.weight', 'base_model.model.model.embed_tokens.weight'} <= set(load_file(str(d/'adapter_model.safetensors')))
+    back = PeftModel.from_pretrained(load_base(llama_dir, device='cpu')[0], d).eval()
+    with torch.no_grad(): assert (back(input_ids=ids).logits - pm(input_ids=ids).logits).abs().max() < 1e-5
+    with pytest.raises(ValueError, match='tied'): inject_lora(gpt2(), ['c_attn'], modules_to_save=['wte'])
+
+def test_adapters_stay_float32_on_a_bf16_base(llama_dir, tmp_path):
+    model, _ = load_base(llama_dir, device='cpu', dtype=torch.bfloat16)
+    ours = inject_lora(model, ['q_proj', 'v_proj'], r=4, alpha=8, trainable_tokens=[5, 9])
+    assert all(p.dtype == torch.float32 for p in lora_state_dict(ours).values())
+    assert ours.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
+    randomise_B(ours)
+    theirs = get_peft_model(load_base(llama_dir, device='cpu', dtype=torch.bfloat16)[0],
+                            LoraConfig(r=4, lora_alpha=8, target_modules=['q_proj', 'v_proj'], trainable_token_indices=[5, 9]))
+    assert all(p.dtype == torch.float32 for p in theirs.parameters() if p.requires_grad)             # peft does the same
+    load_into_peft(theirs, lora_state_dict(ours))
+    ids = _ids(64); ours.eval(); theirs.eval()
+    with torch.no_grad():
+        lo, lt = ours(input_ids=ids).logits, theirs(input_ids=ids).logits
+    assert lo.dtype == torch.bfloat16 and (lo.float() - lt.float()).abs().max() <= 0.05 * lt.float().abs().max()
+    save_model(ours, tmp_path/'bf16')
+    back, _ = load_model(tmp_path/'bf16', device='cpu', dtype=torch.bfloat16)
+    with torch.no_grad(): assert torch.equal(back(input_ids=ids).logits, lo)
+
+
+# --- the unseen-token warning -------------------------------------------------------------------------------------------------
+
+def test_train_warns_when_data_is_mostly_unseen_tokens(tmp_path):
+    from ft_course.data import instruction_dataset
+    from ft_course.sft import tokenize_dataset
+    import random, warnings
+    model, tok = load_base(device='cpu')
+    words = ['apple', 'chair', 'river', 'pencil', 'window', 'garden', 'bottle', 'candle', 'mirror', 'blanket']
+    rng = random.Random(0); picks = [rng.sample(words, 3) for _ in range(32)]
+    reverse = [dict(instruction='Reverse the order of the words.', input=' '.join(w), output=' '.join(w[::-1])) for w in picks]
+    with pytest.warns(DataWarning, match='never seen by the model in pretraining') as rec:
+        train(model, reverse, cfg=TrainConfig(epochs=None, max_steps=1, progress=False), tokenizer=tok)
+    assert 'trainable_tokens' in str(rec[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', DataWarning)
+        share = warn_unseen(tok, tokenize_dataset(instruction_dataset()['train'], tok))        # the course's data: no warning
+    assert share < 0.5 < unseen_share(tok, tokenize_dataset(reverse, tok))[0]
+    assert unseen_share(AutoTokenizer.from_pretrained(load_base.__globals__['base_dir']()), []) is None   # no rows: no verdict
+
+def test_load_base_refuses_a_lora_model_saved_whole(gpt2_dir, tmp_path):
+    "What the old train(out_dir=...) wrote for a LoRA model loaded silently wrong; now it is refused with the way out."
+    model, tok = load_base(gpt2_dir, device='cpu')
+    inject_lora(model, ['c_attn'], r=2).save_pretrained(tmp_path/'old'); tok.save_pretrained(tmp_path/'old')
+    with pytest.raises(ValueError, match='saved whole with save_pretrained'): load_base(tmp_path/'old')

@@ -99,3 +99,42 @@ def test_schedule():
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
     assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
+
+
+# --- one place for each thing: pad token, BOS, module replacement ----------------------------------------------------------
+
+def _llama_tokenizer():
+    from transformers import LlamaTokenizer
+    vocab = {'<unk>': 0, '<s>': 1, '</s>': 2}
+    for c in ['▁'] + list('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,:#?!\n '): vocab.setdefault(c, len(vocab))
+    return LlamaTokenizer(vocab=vocab, merges=[], add_bos_token=True)
+
+def test_bos_for_llama_family_tokenizers(tokenizer):
+    "A tokenizer that adds BOS by default gets it in front of every prompt the course encodes; the course's gets none."
+    from ft_course.data import tokenize_example
+    from ft_course.models import adds_bos, with_bos
+    from ft_course.rollout import encode
+    lt = _llama_tokenizer(); lt.pad_token = lt.eos_token
+    assert adds_bos(lt) and not adds_bos(tokenizer)
+    assert with_bos(lt, [5, 6]) == [1, 5, 6] and with_bos(lt, [1, 5]) == [1, 5] and with_bos(lt, [[5], [1, 6]]) == [[1, 5], [1, 6]]
+    assert with_bos(tokenizer, [5, 6]) == [5, 6]
+    ex = dict(instruction='Reverse the words.', input='red fox', output='fox red')
+    e = tokenize_example(ex, lt)
+    assert e['input_ids'][0] == 1 and e['input_ids'].count(1) == 1 and e['labels'][0] == -100
+    assert tokenize_example(ex, tokenizer)['input_ids'][0] != tokenizer.bos_token_id or tokenizer.bos_token_id == tokenizer.eos_token_id
+    r = encode(lt, ['ab', 'abcd'])
+    firsts = [row[m.bool()][0].item() for row, m in zip(r.prompt_ids, r.prompt_mask)]
+    assert firsts == [1, 1]
+
+def test_ensure_pad_token_and_replace_module(tokenizer):
+    import copy
+    from torch import nn
+    from ft_course.models import ensure_pad_token, pad_token_id, replace_module
+    t = copy.deepcopy(tokenizer); t.pad_token = None
+    cfg = type('C', (), {'pad_token_id': None})(); m = type('M', (), {'config': cfg})()
+    assert ensure_pad_token(t, m) == t.eos_token_id == t.pad_token_id == cfg.pad_token_id == pad_token_id(t)
+    with pytest.warns(UserWarning, match='no pad token'):
+        t2 = copy.deepcopy(tokenizer); t2.pad_token = None; ensure_pad_token(t2, warn=True)
+    seq = nn.Sequential(nn.Sequential(nn.Linear(2, 2)))
+    old = replace_module(seq, '0.0', nn.Identity())
+    assert isinstance(old, nn.Linear) and isinstance(seq[0][0], nn.Identity)
