@@ -30,7 +30,7 @@ def test_help_for_every_command():
         with pytest.raises(SystemExit) as e: main([cmd, '--help'])
         assert e.value.code == 0
 
-def test_sft_then_eval_generate_chat_from_the_saved_directory(work):
+def test_sft_in_a_process_then_eval_from_the_saved_directory(work, capsys):
     code, out, err = cli('sft', '--model', work/'base', '--data', work/'train.jsonl', '--eval-data', work/'test.jsonl',
                          '--method', 'lora', '--max-steps', 4, '--batch-size', 8, '--lr', 3e-3, '--out', work/'run')
     assert code == 0, err
@@ -38,13 +38,27 @@ def test_sft_then_eval_generate_chat_from_the_saved_directory(work):
     assert res['steps'] == 4 and 0 <= res['exact_match'] <= 1 and res['method'] == 'lora'
     assert 'train' in err and 'it/s' in err                                  # the tqdm bar, on stderr
     assert (work/'run'/'config.json').exists() and (work/'run'/'adapter.safetensors').exists()
-    code, out, err = cli('eval', '--model', work/'run', '--data', work/'test.jsonl', '--no-progress')
-    assert code == 0, err
-    assert json.loads(out)['exact_match'] == res['exact_match'] and json.loads(out)['n'] == 8   # the saved model = the trained one
-    code, out, err = cli('generate', '--model', work/'run', '--prompt', 'Make it passive.', '--temperature', 0.7, '--seed', 0)
-    assert code == 0 and out.strip(), err
-    code, chat, err = cli('chat', '--model', work/'run', stdin='Make it passive.\n\n')
-    assert code == 0 and chat.strip(), err
+    assert main(['eval', '--model', str(work/'run'), '--data', str(work/'test.jsonl'), '--no-progress']) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev['exact_match'] == res['exact_match'] and ev['n'] == 8             # the saved model scores what the trained one did
+
+def test_generate_and_chat_in_process(work, monkeypatch, capsys):
+    import io
+    prompts = ['Make it passive.', 'Rewrite the sentence in the past tense.']
+    assert main(['generate', '--model', str(work/'base'), *[x for p in prompts for x in ('--prompt', p)]]) == 0
+    direct = capsys.readouterr().out
+    monkeypatch.setattr('sys.stdin', io.StringIO('\n'.join(prompts) + '\n'))
+    assert main(['generate', '--model', str(work/'base')]) == 0                   # one prompt per stdin line
+    assert capsys.readouterr().out == direct and direct.strip()
+    monkeypatch.setattr('sys.stdin', io.StringIO(prompts[0] + '\n\n' + prompts[1] + '\n'))
+    assert main(['chat', '--model', str(work/'base')]) == 0                       # an empty line ends the chat
+    chat = capsys.readouterr().out
+    assert main(['generate', '--model', str(work/'base'), '--prompt', prompts[0]]) == 0
+    assert chat == capsys.readouterr().out
+    assert main(['generate', '--model', str(work/'base'), '--prompt', 'Hi', '--temperature', '0.7', '--seed', '1']) == 0
+    a = capsys.readouterr().out
+    assert main(['generate', '--model', str(work/'base'), '--prompt', 'Hi', '--temperature', '0.7', '--seed', '1']) == 0
+    assert capsys.readouterr().out == a                                            # a seed fixes the sample
 
 def test_dpo_and_pretrain_in_process(work, tmp_path, capsys):
     save_jsonl(preference_dataset(16, seed=1), tmp_path/'pairs.jsonl')
@@ -60,15 +74,16 @@ def test_dpo_and_pretrain_in_process(work, tmp_path, capsys):
     assert res['steps'] == 3 and load_base(tmp_path/'pre', device='cpu')[0].config.n_embd == 32
 
 def test_exit_codes_and_messages(work, tmp_path, monkeypatch, capsys):
-    code, _, err = cli('sft', '--data', tmp_path/'missing.jsonl', '--out', tmp_path/'x')        # a fresh process, as a script sees it
-    assert code == 2 and 'check the path' in err and 'Traceback' not in err
+    code, _, err = cli('sft', '--method', 'fancy', '--out', tmp_path/'x')                 # a fresh process, as a script sees it
+    assert code == 2 and "invalid choice: 'fancy'" in err
+    assert main(['sft', '--data', str(tmp_path/'missing.jsonl'), '--out', str(tmp_path/'x')]) == 2
+    err = capsys.readouterr().err
+    assert 'check the path' in err and 'Traceback' not in err
     save_jsonl([dict(instruction='Say hi.')], tmp_path/'bad.jsonl')
     assert main(['sft', '--data', str(tmp_path/'bad.jsonl'), '--out', str(tmp_path/'x')]) == 2
     assert "Row 0 is missing the field 'output'" in capsys.readouterr().err
     assert main(['eval', '--model', str(tmp_path), '--no-progress']) == 2                        # a directory with no model in it
     assert 'config.json' in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e: main(['sft', '--method', 'fancy', '--out', 'x'])
-    assert e.value.code == 2
     import ft_course.finetune
     def diverge(*a, **k): raise FloatingPointError("The loss is nan at step 3: training diverged. Lower the learning rate")
     monkeypatch.setattr(ft_course.finetune, 'train', diverge)
