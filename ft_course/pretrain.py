@@ -63,7 +63,9 @@ class PretrainConfig:
 def lr_at(step:int, cfg:PretrainConfig)->float:
     "Learning rate at `step`: linear warmup, then cosine decay to `min_lr` at `max_steps`."
     if step < cfg.warmup: return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.max_steps - cfg.warmup))
+    total = getattr(cfg, 'max_steps', None)
+    if total is None: renamed('lr_at', 'cfg.steps', 'cfg.max_steps', 3); total = cfg.steps    # a schedule object from before the rename
+    progress = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 # %% ../nbs/02c_pretraining.ipynb #d12b7a08

@@ -115,3 +115,6 @@ def test_old_names_still_work_with_a_warning(tmp_path, tokenizer):
     assert {str(w.message).split(':')[1].split()[0] for w in rec} >= {"'ckpt_dir'", "'until'", "'progress'"}
     assert old['step'] == [1, 2] and (tmp_path / 'ck' / 'state.json').exists()
     assert pretrain(make_model(new, tokenizer), blocks, blocks[:2], new)['train'][:2] == old['train']
+    from types import SimpleNamespace
+    with pytest.warns(DeprecationWarning, match="cfg.steps"):                   # a schedule object with the old field
+        assert lr_at(50, SimpleNamespace(lr=1.0, min_lr=0.1, warmup=10, steps=100)) == lr_at(50, PretrainConfig(max_steps=100, warmup=10, lr=1.0, min_lr=0.1))
