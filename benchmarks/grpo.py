@@ -35,7 +35,7 @@ SWEEP = [  # name, reward weight for partial credit (0: exact only), settings
     ('lr 1e-4, partial credit 0.5', 0.5, dict(lr=1e-4)),
     ('lr 1e-4, Dr. GRPO', 0, dict(lr=1e-4, scale_rewards='none', loss_type='dr_grpo')),
     ('lr 2e-4, 32 prompts/step', 0, dict(lr=2e-4, prompts_per_step=32)),
-    ('lr 2e-4, cosine to step 50', 0, dict(lr=2e-4, steps=50, cosine=True)),
+    ('lr 2e-4, cosine to step 50', 0, dict(lr=2e-4, max_steps=50, cosine=True)),
     ('lr 1e-4, T = 0.7', 0, dict(lr=1e-4, temperature=0.7)),
 ]
 
@@ -58,7 +58,7 @@ def parse_args(argv=None):
 
 def run_ours(start, tok, rows, args):
     m = copy.deepcopy(start)
-    cfg = GRPOConfig(lr=args.lr, steps=10**6, prompts_per_step=args.prompts, group_size=args.group, epochs=args.epochs,
+    cfg = GRPOConfig(lr=args.lr, max_steps=10**6, prompts_per_step=args.prompts, group_size=args.group, epochs=args.epochs,
                      minibatches=args.minibatches, max_new_tokens=args.max_new, max_seconds=args.seconds, seed=args.seed, progress=False)
     t = time.perf_counter(); h = grpo(m, tok, rows, exact_reward, cfg); dt = time.perf_counter() - t
     return m, len(h["step"]), dt
@@ -94,9 +94,9 @@ def run_trl(start, tok, rows, args):
 def sweep(start, tok, rows, test, args):
     out = []
     for name, weight, kw in SWEEP:
-        cfg = GRPOConfig(**{**dict(max_new_tokens=args.max_new, steps=10**6, max_seconds=args.seconds, eval_every=5, seed=args.seed,
+        cfg = GRPOConfig(**{**dict(max_new_tokens=args.max_new, max_steps=10**6, max_seconds=args.seconds, eval_every=5, seed=args.seed,
                                    progress=False), **kw})
-        if kw.get('steps'): cfg.max_seconds = None
+        if kw.get('max_steps'): cfg.max_seconds = None
         rf = exact_reward if not weight else (lambda r, w, k=weight: partial_reward(r, w, k))
         h = grpo(copy.deepcopy(start), tok, rows, rf, cfg, eval_fn=lambda m: evaluate(m, tok, test).accuracy)
         at30 = dict(h["eval"]).get(30, float("nan"))

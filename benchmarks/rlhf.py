@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
             rm = trained_reward_model(device=dev)
             reward_fn = lambda roll, rows_: rm.score(roll)
         else: reward_fn = exact_reward
-        cfg = PPOConfig(steps=args.ppo_steps, prompts_per_step=16, samples_per_prompt=4, epochs=2, minibatches=1, lr=2e-4)
-        h = ppo(policy, tok, rl_prompts(), reward_fn, cfg, progress=False)
+        cfg = PPOConfig(max_steps=args.ppo_steps, prompts_per_step=16, samples_per_prompt=4, epochs=2, minibatches=1, lr=2e-4, progress=False)
+        h = ppo(policy, tok, rl_prompts(), reward_fn, cfg)
         secs = [s["seconds"] for s in h["steps"]][1:] or [h["steps"][0]["seconds"]]
         ppo_stats = dict(ppo_seconds_per_step=sum(secs) / len(secs), ppo_steps_per_s=len(secs) / sum(secs),
                          ppo_completions_per_step=cfg.prompts_per_step * cfg.samples_per_prompt, ppo_reward=args.reward)

@@ -6,15 +6,16 @@ Docs: https://ft-course.github.io/ft-course/dpo.html.md"""
 
 # %% ../nbs/10_dpo.ipynb #ac914d03
 from __future__ import annotations
-import copy, time
-from dataclasses import asdict, dataclass
+import copy, time, warnings
+from dataclasses import InitVar, asdict, dataclass
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .pretrain import lr_at
+from .evaluate import alpaca_prompt, evaluate
+from .pretrain import lr_at, renamed
 from .reward import PAIR_COLUMNS, check_pairs
 from .rollout import Rollout, context_length, encode, kl_per_token, sample, token_logprobs
 
@@ -92,7 +93,7 @@ class DPOConfig:
     nll:float=0.0 # weight of an NLL (SFT) term on the chosen answers (per-token mean, as TRL's loss_type 'sft')
     lr:float=2e-4 # peak learning rate
     min_lr:float|None=None # learning rate at the end of the cosine; None: lr / 10
-    steps:int=60 # optimizer steps
+    max_steps:int=60 # optimizer steps
     batch_size:int=16 # pairs per step
     warmup:int=5 # steps of linear warmup
     grad_clip:float|None=1.0 # clip the gradient norm; None: no clipping
@@ -101,6 +102,9 @@ class DPOConfig:
     kl_prompts:int=32 # held-out prompts sampled (once each, T = 1) to estimate KL to the reference at each evaluation
     seed:int=0 # batch order and KL samples
     progress:bool=True # show a tqdm bar
+    steps:InitVar[int|None]=None # deprecated (one release): max_steps
+    def __post_init__(self, steps):
+        if steps is not None: renamed('DPOConfig', 'steps', 'max_steps'); self.max_steps = steps
 
 def dpo_batch_loss(model, # the policy
                    batch:Rollout, # from `encode_pairs`: B chosen rows, then B rejected
@@ -122,10 +126,10 @@ def dpo_batch_loss(model, # the policy
 def greedy_eval(model, # any Hugging Face causal LM
                 tokenizer, rows:list[dict], # instruction examples with their answers
                 name:str='model', max_new_tokens:int=40):
-    "`evaluate`'s exact match and format compliance, with greedy answers from our KV-cache sampler (same tokens, faster)."
-    from ft_course.evaluate import alpaca_prompt, score
-    roll = sample(model, tokenizer, [alpaca_prompt(e) for e in rows], greedy=True, max_new_tokens=max_new_tokens, batch_size=128)
-    return score(rows, list(zip(roll.texts, roll.ended.tolist())), name)
+    "Deprecated (one release): `evaluate(model, tokenizer, rows, name, max_new_tokens=..., batch_size=128)`, which it now calls."
+    warnings.warn("greedy_eval is deprecated and will be removed in the next release; use ft_course.evaluate.evaluate "
+                  "(the same KV-cache sampler).", DeprecationWarning, stacklevel=2)
+    return evaluate(model, tokenizer, rows, name, max_new_tokens=max_new_tokens, batch_size=128)
 
 @torch.no_grad()
 def kl_to_reference(model, # the policy
@@ -147,10 +151,9 @@ def dpo(model, # the policy: any Hugging Face causal LM (trained in place)
         callback=None, # called as callback(step, history) after every step
        )->dict:
     "Train `model` with DPO on `pairs`; returns the history per step (and per evaluation)."
-    from ft_course.evaluate import alpaca_prompt
     cfg = cfg or DPOConfig()
     if not cfg.lr > 0: raise ValueError(f"lr={cfg.lr}: the learning rate must be positive.")
-    if cfg.steps < 1 or cfg.batch_size < 1: raise ValueError("steps and batch_size must be at least 1.")
+    if cfg.max_steps < 1 or cfg.batch_size < 1: raise ValueError("max_steps and batch_size must be at least 1.")
     one = torch.ones(1); dpo_loss(one, one, one, one, cfg.beta, cfg.loss_type, one, one)   # check beta and loss_type now
     ctx = context_length(model)
     rows = check_pairs(pairs, tokenizer, ctx)
@@ -172,19 +175,19 @@ def dpo(model, # the policy: any Hugging Face causal LM (trained in place)
                 eval_step=[], exact=[], compliance=[], kl=[], config=asdict(cfg), reference='live' if live is not None else 'precomputed')
 
     def measure(step):
-        res = greedy_eval(model, tokenizer, eval_rows)
+        res = evaluate(model, tokenizer, eval_rows, batch_size=128)
         hist['eval_step'].append(step); hist['exact'].append(res.accuracy); hist['compliance'].append(res.compliance)
         hist['kl'].append(kl_to_reference(model, meter, tokenizer, kl_prompts, seed=cfg.seed))
 
     g, order = torch.Generator().manual_seed(cfg.seed), []
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, foreach=dev.type != 'cuda')
-    sched = SimpleNamespace(lr=cfg.lr, min_lr=cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr, warmup=cfg.warmup, steps=cfg.steps)
+    sched = SimpleNamespace(lr=cfg.lr, min_lr=cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr, warmup=cfg.warmup, max_steps=cfg.max_steps)
     was = model.training
     if eval_rows and cfg.eval_start: measure(0)
     model.train()
     t_train, n_tok = 0.0, 0
     try:
-        for step in tqdm(range(cfg.steps), disable=not cfg.progress, desc='dpo'):
+        for step in tqdm(range(cfg.max_steps), disable=not cfg.progress, desc='dpo'):
             t0 = time.perf_counter()
             while len(order) < cfg.batch_size: order += torch.randperm(len(rows), generator=g).tolist()
             idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
@@ -200,7 +203,7 @@ def dpo(model, # the policy: any Hugging Face causal LM (trained in place)
             opt.step(); opt.zero_grad(set_to_none=True)
             t_train += time.perf_counter() - t0; n_tok += int(batch.attention_mask.sum())
             for k, v in dict(step=step + 1, lr=opt.param_groups[0]['lr'], tokens=n_tok, seconds=t_train, **st).items(): hist[k].append(v)
-            if eval_rows and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps):
+            if eval_rows and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.max_steps):
                 model.eval(); measure(step + 1); model.train()
             if callback is not None: callback(step + 1, hist)
     finally: model.train(was)

@@ -18,45 +18,75 @@ from .data import TASKS, format_prompt
 from .models import context_length, ensure_pad_token, with_bos
 
 # %% auto #0
-__all__ = ['CONTINUATIONS', 'generate', 'first_line', 'alpaca_prompt', 'is_correct', 'EvalResult', 'score', 'evaluate',
-           'perplexity', 'compare', 'plot_comparison', 'few_shot_prompt', 'continuation_prompt', 'first_sentence']
+__all__ = ['CONTINUATIONS', 'apply_template', 'generate', 'complete', 'first_line', 'alpaca_prompt', 'is_correct', 'EvalResult',
+           'score', 'evaluate', 'perplexity', 'compare', 'plot_comparison', 'few_shot_prompt', 'continuation_prompt',
+           'first_sentence']
 
 # %% ../nbs/01_finetuning_or_prompting.ipynb #8872e66e
+def apply_template(prompts, # a prompt or a list: texts, or instruction examples (dicts with instruction / input)
+                   tokenizer=None, # needed for template='chat'
+                   template:str|None=None, # None: texts as they are, examples in the alpaca template; 'alpaca'; 'chat'
+                  )->list[str]:
+    "Prompt texts ready for a model: the training (alpaca) template, the tokenizer's chat template, or the texts as given."
+    from ft_course.data import to_messages
+    items = [prompts] if isinstance(prompts, (str, dict)) else list(prompts)
+    if template not in (None, 'alpaca', 'chat'): raise ValueError(f"template={template!r}: use None (texts as given), 'alpaca' or 'chat'.")
+    if template == 'chat' and not getattr(tokenizer, 'chat_template', None):
+        raise ValueError("template='chat' needs a tokenizer with a chat template (tokenizer.chat_template is empty): "
+                         "use template='alpaca', or set tokenizer.chat_template.")
+    out = []
+    for p in items:
+        if not isinstance(p, (str, dict)): raise TypeError(f"A prompt must be a text or an instruction example (dict), not a {type(p).__name__}.")
+        if isinstance(p, str) and template is None: out.append(p); continue
+        e = dict(instruction=p) if isinstance(p, str) else p
+        if 'instruction' not in e: raise ValueError(f"An example needs an 'instruction' field; this one has {sorted(e)}.")
+        if template == 'chat':
+            out.append(tokenizer.apply_chat_template(to_messages({**e, 'output': None}), tokenize=False, add_generation_prompt=True))
+        else: out.append(format_prompt(e['instruction'], e.get('input') or ''))
+    return out
+
 @torch.no_grad()
 def generate(model, # any Hugging Face causal LM
              tokenizer, # its tokenizer (needs a pad or eos token)
-             prompts:list[str], # prompt texts
+             prompts:list, # prompt texts, or instruction examples (dicts)
              max_new_tokens:int=48, # generation budget per prompt
              batch_size:int=32, # prompts per forward pass
              progress:bool=False, # show a tqdm bar
+             template:str|None=None, # None: texts as given; 'alpaca': the training template; 'chat': the tokenizer's chat template
+             temperature:float=0.0, # 0: greedy (deterministic); above 0: sample
+             top_k:int=0, # sample from the k most likely tokens (0: all)
+             top_p:float=1.0, # sample from the smallest set holding this probability (1.0: all)
+             seed:int|None=None, # seed of the sampler (None: torch's global generator)
             )->list[tuple[str, bool]]:
-    "Greedy continuations of `prompts` as (text, ended_with_eos) pairs, batched with left padding."
+    "Continuations of `prompts` as (text, ended_with_eos) pairs: greedy or sampled, batched with left padding, each row stopped at EOS."
+    from ft_course.rollout import sample                # chapter 9's KV-cache sampler is the engine
+    if temperature < 0: raise ValueError(f"temperature={temperature}: use 0 for greedy decoding or a positive value to sample.")
+    texts = apply_template(prompts, tokenizer, template)
+    if not texts: return []
     ensure_pad_token(tokenizer)
     ctx = context_length(model)
     room = None if ctx is None else ctx - max_new_tokens
     if room is not None and room < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {ctx} tokens.")
-    side, tokenizer.padding_side = tokenizer.padding_side, 'left'
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
-    out = []
-    try:
-        for i in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc='generate'):
-            ids = with_bos(tokenizer, tokenizer(prompts[i:i + batch_size], add_special_tokens=False)['input_ids'])
-            if room is not None and max(map(len, ids)) > room:
-                warnings.warn(f"A prompt is longer than the {room} tokens the context leaves for it; its start was cut off.")
-                ids = [x[-room:] for x in ids]                # keep the end of an over-long prompt
-            enc = tokenizer.pad({'input_ids': ids}, return_tensors='pt').to(device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            for row in gen[:, enc['input_ids'].shape[1]:].tolist():
-                ended = tokenizer.eos_token_id in row
-                if ended: row = row[:row.index(tokenizer.eos_token_id)]
-                out.append((tokenizer.decode(row, skip_special_tokens=True), ended))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return out
+    ids = with_bos(tokenizer, tokenizer(texts, add_special_tokens=False)['input_ids'])
+    if room is not None and max(map(len, ids)) > room:
+        warnings.warn(f"A prompt is longer than the {room} tokens the context leaves for it; its start was cut off.")
+        ids = [x[-room:] for x in ids]                    # keep the end of an over-long prompt
+    roll = sample(model, tokenizer, ids, max_new_tokens=max_new_tokens, greedy=temperature == 0, temperature=temperature or 1.0,
+                  top_k=top_k, top_p=top_p, seed=seed, batch_size=batch_size, progress=progress)
+    return list(zip(roll.texts, roll.ended.tolist()))
+
+def complete(model, # any Hugging Face causal LM
+             tokenizer, # its tokenizer
+             prompt:str|dict, # an instruction (text) or an instruction example (dict)
+             template:str|None='alpaca', # 'alpaca' (what the course trains on), 'chat', or None (the text as given)
+             max_new_tokens:int=48, # the longest answer
+             temperature:float=0.0, # 0: greedy; above 0: sample
+             top_k:int=0, top_p:float=1.0, seed:int|None=None, # sampling filters and seed, as in `generate`
+            )->str:
+    "The model's answer to one prompt, up to its end-of-text token."
+    return generate(model, tokenizer, [prompt], max_new_tokens, template=template, temperature=temperature,
+                    top_k=top_k, top_p=top_p, seed=seed)[0][0]
 
 # %% ../nbs/01_finetuning_or_prompting.ipynb #6f57b390
 def first_line(text:str)->str:
@@ -103,26 +133,32 @@ def score(examples:Iterable[dict], # rows with instruction, input, output, task
           generations:Iterable[str|tuple[str, bool]], # raw generations, or (text, ended_with_eos) pairs
           name:str='model', # label for tables and plots
           extract_fn:Callable[[str], str]=first_line, # how a generation becomes an answer
+          check_fn:Callable[[dict, str], bool]|None=None, # check_fn(example, answer) -> correct? (None: `is_correct`)
          )->EvalResult:
-    "Score generations against their examples: exact match and format compliance."
+    "Score generations against their examples: exact match (or `check_fn`) and format compliance."
+    check = check_fn or is_correct
     rows = []
     for e, g in zip(examples, generations, strict=True):
         text, ended = g if isinstance(g, tuple) else (g, True)
         pred = extract_fn(text)
         rows.append(dict(task=e.get('task') or 'custom', input=e.get('input', ''), output=e['output'], prediction=pred,
-                         correct=is_correct(e, pred), compliant=ended and text.strip() == pred))
+                         correct=bool(check(e, pred)), compliant=ended and text.strip() == pred))
     return EvalResult(name, rows)
 
 def evaluate(model, tokenizer, dataset, # rows with instruction, input, output, task
              name:str='model', # label for tables and plots
              prompt_fn:Callable[[dict], str]=alpaca_prompt, # how an example becomes a prompt
              extract_fn:Callable[[str], str]=first_line, # how a generation becomes an answer
-             max_new_tokens:int=40, batch_size:int=32, progress:bool=False)->EvalResult:
-    "Exact match per task and overall, and format compliance, of `model` on `dataset`."
+             max_new_tokens:int=40, # answer budget
+             batch_size:int=32, # prompts per forward pass
+             progress:bool=False, # show a tqdm bar
+             check_fn:Callable[[dict, str], bool]|None=None, # check_fn(example, answer) -> correct? for data without the course's checkers
+            )->EvalResult:
+    "Exact match (or `check_fn`) per task and overall, and format compliance, of `model` on `dataset`, with greedy answers."
     examples = list(dataset)
     if not examples: raise ValueError("The evaluation dataset is empty.")
     gens = generate(model, tokenizer, [prompt_fn(e) for e in examples], max_new_tokens, batch_size, progress)
-    return score(examples, gens, name, extract_fn)
+    return score(examples, gens, name, extract_fn, check_fn)
 
 # %% ../nbs/01_finetuning_or_prompting.ipynb #2b1fce70
 @torch.no_grad()

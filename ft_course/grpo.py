@@ -7,7 +7,7 @@ Docs: https://ft-course.github.io/ft-course/grpo.html.md"""
 # %% ../nbs/09c_grpo.ipynb #7cd1e4f1
 from __future__ import annotations
 import copy, math, time
-from dataclasses import dataclass, asdict
+from dataclasses import InitVar, dataclass, asdict
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .evaluate import alpaca_prompt, first_line, is_correct
 from safetensors.torch import load_file, save_file
-from .pretrain import save_checkpoint, load_checkpoint, _unique_tensors
+from .pretrain import save_checkpoint, load_checkpoint, _unique_tensors, renamed
 from .rollout import (Rollout, sample, token_logprobs, masked_mean, exact_reward, clipped_policy_loss, check_rewards, KLBlowUp,
                                kl_per_token, context_length)
 
@@ -94,7 +94,7 @@ def partial_reward(rollout:Rollout, # completions, with `prompt_index` into `row
 class GRPOConfig:
     "Settings of a GRPO run."
     lr:float=1e-3 # Adam learning rate (constant after warmup)
-    steps:int=60 # rollout batches (each: sample, score, then `epochs` × `minibatches` optimizer steps)
+    max_steps:int=60 # rollout batches (each: sample, score, then `epochs` × `minibatches` optimizer steps)
     prompts_per_step:int=16 # prompts per rollout batch
     group_size:int=8 # G: completions sampled per prompt
     epochs:int=2 # passes over each rollout batch (μ in the GRPO paper)
@@ -114,9 +114,14 @@ class GRPOConfig:
     seed:int=0 # prompt order, sampling and minibatches all follow it
     max_seconds:float|None=None # wall-clock budget (None: run all steps)
     eval_every:int=0 # steps between calls of `eval_fn` (0: only at the end)
-    save_every:int=0 # steps between checkpoints in out_dir (0: none)
-    out_dir:str|None=None # where checkpoints go
+    save_every:int=0 # steps between checkpoints in out_dir/checkpoint (0: none)
     progress:bool=True # show a tqdm bar
+    steps:InitVar[int|None]=None # deprecated (one release): max_steps
+    out_dir:InitVar[str|None]=None # deprecated (one release): grpo(out_dir=...)
+    def __post_init__(self, steps, out_dir):
+        if steps is not None: renamed('GRPOConfig', 'steps', 'max_steps'); self.max_steps = steps
+        if out_dir is not None: renamed('GRPOConfig', 'out_dir', 'grpo(out_dir=...)')
+        self._out_dir = out_dir
 
 def _prompt_batch(n_rows:int, step:int, k:int, seed:int)->list[int]:
     "Row indices of step `step`: consecutive slices of seeded permutations (a fresh one each pass over the rows)."
@@ -134,13 +139,15 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
          cfg:GRPOConfig|None=None, # settings
          prompt_fn=alpaca_prompt, # row -> prompt text
          eval_fn=None, # model -> float (e.g. held-out exact match), logged every `eval_every` steps and at the end
-         resume:bool=False, # continue from the checkpoint in `cfg.out_dir`
+         out_dir:str|Path|None=None, # checkpoints go to out_dir/checkpoint (every `cfg.save_every` steps), the final model to out_dir
+         resume:bool=False, # continue from the checkpoint in out_dir
         )->dict:
     "Group-relative policy optimisation with a clipped objective; returns the per-step history."
     cfg = cfg or GRPOConfig()
+    out_dir = out_dir if out_dir is not None else getattr(cfg, '_out_dir', None)   # the deprecated cfg.out_dir
     if not rows: raise ValueError("grpo needs at least one training row.")
     if cfg.group_size < 2: raise ValueError(f"group_size={cfg.group_size}: GRPO compares completions within a group; use 2 or more.")
-    if (resume or cfg.save_every) and cfg.out_dir is None: raise ValueError("Checkpoints need cfg.out_dir: set it, or save_every=0 and resume=False.")
+    if (resume or cfg.save_every) and out_dir is None: raise ValueError("Checkpoints need out_dir: pass grpo(..., out_dir=...), or save_every=0 and resume=False.")
     prompts = [prompt_fn(r) for r in rows]
     ctx = context_length(model)
     if ctx is not None:
@@ -154,18 +161,18 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     hist = {k: [] for k in ('step', 'reward', 'exact', 'kl', 'entropy', 'clip_frac', 'loss', 'length', 'seconds')}
     hist['eval'] = []
-    ckpt = Path(cfg.out_dir)/'checkpoint' if cfg.out_dir else None
+    ckpt = Path(out_dir)/'checkpoint' if out_dir else None
     start_step, elapsed = 0, 0.0
     if resume:
         if ckpt is None or not (ckpt/'state.json').exists(): raise FileNotFoundError(f"resume=True but there is no checkpoint in {ckpt}: run without resume first.")
         start_step, hist = load_checkpoint(ckpt, model, opt)
-        ref.load_state_dict(load_file(Path(cfg.out_dir)/'ref.safetensors'), strict=False)
+        ref.load_state_dict(load_file(Path(out_dir)/'ref.safetensors'), strict=False)
         if hasattr(ref, 'tie_weights'): ref.tie_weights()
         elapsed = hist['seconds'][-1] if hist['seconds'] else 0.0
-    elif ckpt is not None and cfg.save_every: _save_ref(Path(cfg.out_dir), ref)
+    elif ckpt is not None and cfg.save_every: _save_ref(Path(out_dir), ref)
     was = model.training; model.eval()                                # no dropout: the ratio must be 1 before the first update
     t0 = time.time() - elapsed
-    bar = tqdm(range(start_step, cfg.steps), disable=not cfg.progress, desc='grpo')
+    bar = tqdm(range(start_step, cfg.max_steps), disable=not cfg.progress, desc='grpo')
     try:
         for step in bar:
             idx = _prompt_batch(len(rows), step, cfg.prompts_per_step, cfg.seed)
@@ -188,7 +195,7 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
             groups = torch.arange(len(roll) // G)                          # minibatches hold whole groups
             if cfg.skip_flat_groups: groups = groups[rewards.view(-1, G).std(1) > 0]
             lr_now = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
-            if cfg.cosine: lr_now *= 0.1 + 0.45 * (1 + math.cos(math.pi * step / max(1, cfg.steps - 1)))
+            if cfg.cosine: lr_now *= 0.1 + 0.45 * (1 + math.cos(math.pi * step / max(1, cfg.max_steps - 1)))
             for g in opt.param_groups: g['lr'] = lr_now
             n_tok = cm.view(-1, G, cm.shape[1])[groups].sum()
             stats = dict(entropy=[], clip_frac=[], loss=[])
@@ -218,13 +225,15 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
                              clip_frac=mean(stats['clip_frac']), loss=mean(stats['loss']), length=roll.lengths.float().mean().item(),
                              seconds=time.time() - t0).items(): hist[k].append(v)
             bar.set_postfix(reward=f"{hist['reward'][-1]:.2f}", kl=f"{kl_now:.3f}")
-            last = step + 1 == cfg.steps or (cfg.max_seconds is not None and time.time() - t0 > cfg.max_seconds)
+            last = step + 1 == cfg.max_steps or (cfg.max_seconds is not None and time.time() - t0 > cfg.max_seconds)
             if eval_fn is not None and (last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
                 hist['eval'].append((step + 1, float(eval_fn(model))))
             if ckpt is not None and cfg.save_every and ((step + 1) % cfg.save_every == 0 or last):
                 save_checkpoint(ckpt, model, opt, step + 1, hist, extra=dict(config=asdict(cfg)))
             if last: break
     finally: model.train(was)
+    if out_dir is not None:
+        model.save_pretrained(out_dir); tokenizer.save_pretrained(out_dir)
     return hist
 
 def _save_ref(out:Path, ref):

@@ -7,7 +7,7 @@ Docs: https://ft-course.github.io/ft-course/ppo.html.md"""
 # %% ../nbs/09b_ppo.ipynb #4d7f6b28
 from __future__ import annotations
 import copy, math, time
-from dataclasses import dataclass, asdict
+from dataclasses import InitVar, dataclass, asdict
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .evaluate import alpaca_prompt, evaluate
-from .pretrain import save_checkpoint, load_checkpoint
+from .pretrain import save_checkpoint, load_checkpoint, renamed
 from .rollout import (Rollout, sample, masked_mean, clipped_policy_loss, kl_per_token, context_length,
                                exact_reward, _check_prompts, completion_logits, logprobs_from_logits, token_logprobs,
                                check_rewards, KLBlowUp)
@@ -97,7 +97,7 @@ def value_loss(values:torch.Tensor, # (B, T) the value head now
 @dataclass
 class PPOConfig:
     "Settings of a PPO run."
-    steps:int=100 # rollouts; each is followed by `epochs` passes of minibatch updates
+    max_steps:int=100 # rollouts; each is followed by `epochs` passes of minibatch updates
     prompts_per_step:int=16 # prompts per rollout
     samples_per_prompt:int=4 # completions per prompt
     epochs:int=2 # passes over each rollout
@@ -110,18 +110,25 @@ class PPOConfig:
     clip:float=0.2 # policy ratio clip
     clip_value:float=0.2 # value clip
     vf_coef:float=0.5 # weight of the value loss
-    max_grad_norm:float=1.0 # gradient clipping
+    grad_clip:float|None=1.0 # clip the gradient norm (None: no clipping)
     temperature:float=1.0 # sampling temperature; log-probs use the same one
     max_new_tokens:int=40 # the longest completion
     missing_eos_penalty:float=1.0 # subtracted from the score of a completion that never emitted EOS
     max_kl:float=50.0 # stop when the mean KL to the reference per completion exceeds this (nats)
-    time_budget:float|None=None # stop after this many seconds of training (evaluation not counted)
+    max_seconds:float|None=None # stop after this many seconds of training (evaluation not counted)
     eval_every:int=0 # held-out evaluation every n steps (0: at the start and the end only)
     save_every:int=10 # checkpoint every n steps (when a checkpoint directory is given)
     seed:int=0 # seed of prompt order, sampling and minibatch order
+    progress:bool=True # show a tqdm bar
+    steps:InitVar[int|None]=None # deprecated (one release): max_steps
+    max_grad_norm:InitVar[float|None]=None # deprecated (one release): grad_clip
+    time_budget:InitVar[float|None]=None # deprecated (one release): max_seconds
 
-    def __post_init__(self):
-        for k in ('steps', 'prompts_per_step', 'samples_per_prompt', 'epochs', 'minibatches', 'max_new_tokens', 'save_every'):
+    def __post_init__(self, steps, max_grad_norm, time_budget):
+        if steps is not None: renamed('PPOConfig', 'steps', 'max_steps'); self.max_steps = steps
+        if max_grad_norm is not None: renamed('PPOConfig', 'max_grad_norm', 'grad_clip'); self.grad_clip = max_grad_norm
+        if time_budget is not None: renamed('PPOConfig', 'time_budget', 'max_seconds'); self.max_seconds = time_budget
+        for k in ('max_steps', 'prompts_per_step', 'samples_per_prompt', 'epochs', 'minibatches', 'max_new_tokens', 'save_every'):
             if getattr(self, k) < 1: raise ValueError(f"PPOConfig.{k}={getattr(self, k)}: use 1 or more.")
         if self.prompts_per_step < self.minibatches:
             raise ValueError(f"minibatches={self.minibatches} is more than prompts_per_step={self.prompts_per_step}: a minibatch holds whole prompt groups.")
@@ -139,13 +146,20 @@ def ppo(policy, # a Hugging Face causal LM, trained in place
         cfg:PPOConfig|None=None, # settings
         ref=None, # the frozen reference (default: a copy of `policy` as it is now)
         gold_fn=exact_reward, # a second reward that is only logged (the exact checker), or None
-        eval_data=None, # held-out rows: greedy exact match at the start, every `eval_every` steps and at the end
-        checkpoint:str|Path|None=None, # directory for atomic checkpoints of policy + value head + optimizer
-        resume:bool=False, # continue from `checkpoint` if one is there
-        progress:bool=True, # show a tqdm bar
+        eval_ds=None, # held-out rows: greedy exact match at the start, every `eval_every` steps and at the end
+        out_dir:str|Path|None=None, # atomic checkpoints of policy + value head + optimizer go to out_dir/checkpoint, the final policy to out_dir
+        resume:bool=False, # continue from the checkpoint in out_dir if one is there
+        eval_data=None, # deprecated (one release): eval_ds
+        checkpoint:str|Path|None=None, # deprecated (one release): out_dir (this was the checkpoint directory itself)
+        progress:bool|None=None, # deprecated (one release): cfg.progress
        )->dict:
     "Train `policy` with PPO against `reward_fn`; returns the history: per-step statistics and evaluations."
     cfg = cfg or PPOConfig()
+    if eval_data is not None: renamed('ppo', 'eval_data', 'eval_ds', 3); eval_ds = eval_data
+    if checkpoint is not None: renamed('ppo', 'checkpoint', 'out_dir', 3)
+    if progress is not None: renamed('ppo', 'progress', 'PPOConfig.progress', 3)
+    else: progress = cfg.progress
+    ckpt = Path(out_dir)/'checkpoint' if out_dir is not None else checkpoint
     rows = list(rows)
     if not rows: raise ValueError("ppo needs at least one training row.")
     prompts = [alpaca_prompt(r) for r in rows]
@@ -157,21 +171,21 @@ def ppo(policy, # a Hugging Face causal LM, trained in place
     pv = PolicyAndValue(policy).to(dev).eval()                      # eval(): no dropout, in rollouts and updates alike
     opt = torch.optim.AdamW(pv.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0)
     steps, evals, step0 = [], [], 0
-    if resume and checkpoint and (Path(checkpoint)/'state.json').exists():
-        step0, saved = load_checkpoint(checkpoint, pv, opt)
+    if resume and ckpt and (Path(ckpt)/'state.json').exists():
+        step0, saved = load_checkpoint(ckpt, pv, opt)
         steps, evals = saved['steps'], saved['evals']
         for grp in opt.param_groups: grp.update(lr=cfg.lr, eps=cfg.adam_eps)   # this run's settings, not the saved ones
     def _save(step):
-        if checkpoint: save_checkpoint(checkpoint, pv, opt, step, dict(steps=steps, evals=evals), extra=dict(config=asdict(cfg)))
+        if ckpt: save_checkpoint(ckpt, pv, opt, step, dict(steps=steps, evals=evals), extra=dict(config=asdict(cfg)))
     def _eval(step):
-        if eval_data is not None and (not evals or evals[-1]['step'] != step):
-            r = evaluate(policy, tokenizer, eval_data)
+        if eval_ds is not None and (not evals or evals[-1]['step'] != step):
+            r = evaluate(policy, tokenizer, eval_ds)
             evals.append(dict(step=step, exact_match=r.accuracy, compliance=r.compliance))
     _eval(step0)
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(cfg.seed))
     n, k = cfg.samples_per_prompt, cfg.prompts_per_step
     spent = sum(s['seconds'] for s in steps)
-    for step in tqdm(range(step0, cfg.steps), disable=not progress, desc='ppo', initial=step0, total=cfg.steps):
+    for step in tqdm(range(step0, cfg.max_steps), disable=not progress, desc='ppo', initial=step0, total=cfg.max_steps):
         t0 = time.time()
         # 1. roll out: k prompts in a fixed shuffled order, n completions each, stopping at EOS
         idx = [int(order[(step * k + j) % len(rows)]) for j in range(k)]
@@ -198,10 +212,10 @@ def ppo(policy, # a Hugging Face causal LM, trained in place
         if not math.isfinite(seq_kl) or seq_kl > cfg.max_kl:
             msg = (f"Step {step}: the KL to the reference is {seq_kl:.1f} nats per completion, over max_kl={cfg.max_kl}: "
                    f"lower lr (now {cfg.lr}) or raise kl_coef (now {cfg.kl_coef}).")
-            if checkpoint and (Path(checkpoint)/'state.json').exists():
-                good, _ = load_checkpoint(checkpoint, pv, opt)
-                msg += f" The policy was restored from the last good checkpoint, {checkpoint} (step {good}); resume=True continues from it."
-            else: msg += " Pass checkpoint= to keep the last good state."
+            if ckpt and (Path(ckpt)/'state.json').exists():
+                good, _ = load_checkpoint(ckpt, pv, opt)
+                msg += f" The policy was restored from the last good checkpoint, {ckpt} (step {good}); resume=True continues from it."
+            else: msg += " Pass out_dir= to keep the last good state."
             raise KLBlowUp(msg)
         if (step == 0 or step > step0) and step % cfg.save_every == 0: _save(step)   # this state's KL was just checked
         # 4. update: a few epochs of minibatches, each of whole prompt groups
@@ -219,7 +233,7 @@ def ppo(policy, # a Hugging Face causal LM, trained in place
                 if not torch.isfinite(loss): raise KLBlowUp(f"Step {step}: the loss is {loss.item()}: lower lr (now {cfg.lr}).")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(pv.parameters(), cfg.max_grad_norm)
+                if cfg.grad_clip: nn.utils.clip_grad_norm_(pv.parameters(), cfg.grad_clip)
                 opt.step()
                 with torch.no_grad():
                     log_ratio = logp - old_logp[mbd]
@@ -230,9 +244,11 @@ def ppo(policy, # a Hugging Face causal LM, trained in place
         steps.append(dict(step=step + 1, reward=scores.mean().item(), gold=gold.mean().item(), kl=seq_kl,
                           ended=roll.ended.float().mean().item(), length=roll.lengths.float().mean().item(), seconds=sec,
                           **{key: sum(v) / len(v) for key, v in stats.items()}))
-        over = cfg.time_budget is not None and spent >= cfg.time_budget
-        if over or step + 1 == cfg.steps: break
+        over = cfg.max_seconds is not None and spent >= cfg.max_seconds
+        if over or step + 1 == cfg.max_steps: break
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0: _eval(step + 1)
     if steps: _eval(steps[-1]['step'])
     if steps: _save(steps[-1]['step'])
+    if out_dir is not None:
+        policy.save_pretrained(out_dir); tokenizer.save_pretrained(out_dir)
     return dict(steps=steps, evals=evals)

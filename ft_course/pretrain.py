@@ -6,8 +6,9 @@ Docs: https://ft-course.github.io/ft-course/pretraining.html.md"""
 
 # %% ../nbs/02c_pretraining.ipynb #8f43ae85
 from __future__ import annotations
-import json, math, os, random, shutil, tempfile, time
-from dataclasses import asdict, dataclass, field
+import dataclasses, json, math, os, random, shutil, tempfile, time, warnings
+from dataclasses import InitVar, asdict, dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -20,8 +21,8 @@ from .data import pretraining_corpus
 from .tokenizer import train_tokenizer
 
 # %% auto #0
-__all__ = ['H100_BF16_FLOPS', 'pack', 'PretrainConfig', 'lr_at', 'make_model', 'save_checkpoint', 'load_checkpoint', 'lm_loss',
-           'eval_loss', 'pretrain', 'build_base', 'main', 'pretraining_cost']
+__all__ = ['H100_BF16_FLOPS', 'pack', 'renamed', 'PretrainConfig', 'lr_at', 'make_model', 'save_checkpoint', 'load_checkpoint',
+           'lm_loss', 'eval_loss', 'pretrain', 'build_base', 'main', 'pretraining_cost']
 
 # %% ../nbs/02c_pretraining.ipynb #ac365f5a
 def pack(texts:list[str], tokenizer, block_size:int=256)->torch.Tensor:
@@ -33,22 +34,38 @@ def pack(texts:list[str], tokenizer, block_size:int=256)->torch.Tensor:
     return torch.tensor(ids[:n * (block_size + 1)]).view(n, block_size + 1)
 
 # %% ../nbs/02c_pretraining.ipynb #39ca6296
+def renamed(owner:str, # the class or function, e.g. 'PretrainConfig'
+            old:str, # the deprecated name
+            new:str, # the name to use
+            stacklevel:int=4, # 4 points at the caller of a config class; 3 at the caller of a function
+           ):
+    "Warn that `owner`'s setting `old` is now called `new` (old names keep working for one release)."
+    warnings.warn(f"{owner}: {old!r} is deprecated and will be removed in the next release; use {new!r}.", DeprecationWarning, stacklevel=stacklevel)
+
 @dataclass
 class PretrainConfig:
-    "Everything that decides a pretraining run."
+    "Everything that decides a pretraining run (a name it shares with `TrainConfig` means the same there)."
     # data
     n_docs:int=60_000; data_seed:int=0; vocab_size:int=1024; block_size:int=256; val_docs:int=500
     # model (GPT-2 layout)
     n_embd:int=192; n_layer:int=6; n_head:int=6
     # optimisation
-    steps:int=3000; batch_size:int=32; lr:float=2e-3; min_lr:float=2e-4; warmup:int=100
-    weight_decay:float=0.1; betas:tuple=(0.9, 0.95); grad_clip:float=1.0
-    eval_every:int=250; seed:int=0; max_minutes:float|None=None
+    max_steps:int=3000; batch_size:int=32; lr:float=2e-3; min_lr:float=2e-4; warmup:int=100
+    weight_decay:float=0.1; betas:tuple=(0.9, 0.95); grad_clip:float|None=1.0
+    # run
+    eval_every:int=250; seed:int=0; max_seconds:float|None=None; progress:bool=True
+    # deprecated names (one release): steps -> max_steps, max_minutes -> max_seconds
+    steps:InitVar[int|None]=None; max_minutes:InitVar[float|None]=None
+    def __post_init__(self, steps, max_minutes):
+        if steps is not None: renamed('PretrainConfig', 'steps', 'max_steps'); self.max_steps = steps
+        if max_minutes is not None: renamed('PretrainConfig', 'max_minutes', 'max_seconds'); self.max_seconds = 60 * max_minutes
 
 def lr_at(step:int, cfg:PretrainConfig)->float:
-    "Learning rate at `step`: linear warmup, then cosine decay to `min_lr`."
+    "Learning rate at `step`: linear warmup, then cosine decay to `min_lr` at `max_steps`."
     if step < cfg.warmup: return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    total = getattr(cfg, 'max_steps', None)
+    if total is None: renamed('lr_at', 'cfg.steps', 'cfg.max_steps', 3); total = cfg.steps    # a schedule object from before the rename
+    progress = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 # %% ../nbs/02c_pretraining.ipynb #d12b7a08
@@ -144,26 +161,35 @@ def eval_loss(model, blocks:torch.Tensor, batch_size:int=32)->float:
     return tot / len(blocks)
 
 def pretrain(model, train:torch.Tensor, val:torch.Tensor, cfg:PretrainConfig,
-             ckpt_dir:str|Path|None=None, # checkpoint here at every eval (and on interrupt)
-             resume:bool=False, # continue from the checkpoint in `ckpt_dir`
-             until:int|None=None, # stop after this step (as if interrupted); None runs to `cfg.steps`
-             progress:bool=True)->dict:
+             out_dir:str|Path|None=None, # checkpoints go to out_dir/checkpoint at every evaluation (and on interrupt), the final model to out_dir
+             resume:bool=False, # continue from the checkpoint in out_dir
+             callback:Callable[[int, dict], None]|None=None, # called as callback(step, history) after every step
+             tokenizer=None, # saved with the final model
+             ckpt_dir:str|Path|None=None, # deprecated: out_dir (this was the checkpoint directory itself)
+             until:int|None=None, # deprecated: a callback that raises KeyboardInterrupt at that step
+             progress:bool|None=None, # deprecated: cfg.progress
+            )->dict:
     "Train `model` on packed `train` blocks; returns the loss history."
+    if ckpt_dir is not None: renamed('pretrain', 'ckpt_dir', 'out_dir', 3)
+    if until is not None: renamed('pretrain', 'until', 'callback', 3)
+    if progress is not None: renamed('pretrain', 'progress', 'PretrainConfig.progress', 3)
+    else: progress = cfg.progress
     if cfg.lr <= 0: raise ValueError(f"lr={cfg.lr}: the learning rate must be positive.")
+    ckpt = Path(out_dir)/'checkpoint' if out_dir is not None else ckpt_dir
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=device.type == 'cuda')
     step, hist = 0, dict(step=[], train=[], val_step=[], val=[], lr=[], tokens_per_s=[])
     torch.manual_seed(cfg.seed)
     if resume:
-        if ckpt_dir is None: raise ValueError("resume=True needs ckpt_dir.")
-        step, hist = load_checkpoint(ckpt_dir, model, opt)
+        if ckpt is None: raise ValueError("resume=True needs out_dir: the directory of the run to continue.")
+        step, hist = load_checkpoint(ckpt, model, opt)
     gen = torch.Generator()
     model.train()
     t0, start, tokens = time.time(), time.time(), 0
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc='pretrain')
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc='pretrain')
     try:
-        while step < min(cfg.steps, until or cfg.steps):
-            if cfg.max_minutes is not None and time.time() - start > 60 * cfg.max_minutes: break
+        while step < min(cfg.max_steps, until or cfg.max_steps):
+            if cfg.max_seconds is not None and time.time() - start > cfg.max_seconds: break
             gen.manual_seed(cfg.seed * 1_000_003 + step)                   # the batch depends only on (seed, step)
             idx = torch.randint(len(train), (cfg.batch_size,), generator=gen)
             batch = train[idx].to(device)
@@ -172,22 +198,27 @@ def pretrain(model, train:torch.Tensor, val:torch.Tensor, cfg:PretrainConfig,
                 loss = lm_loss(model, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}: lower the learning rate; "
-                                         "the last good checkpoint is kept" + (f" in {ckpt_dir}" if ckpt_dir else ""))
+                                         "the last good checkpoint is kept" + (f" in {ckpt}" if ckpt else ""))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             step += 1; tokens += batch[:, :-1].numel()
             hist['step'].append(step); hist['train'].append(loss.item()); hist['lr'].append(lr_at(step - 1, cfg))
             bar.update(1); bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % cfg.eval_every == 0 or step == cfg.steps or step == until:
+            if step % cfg.eval_every == 0 or step == cfg.max_steps or step == until:
                 hist['val_step'].append(step); hist['val'].append(eval_loss(model, val.to(device)))
                 hist['tokens_per_s'].append(tokens / (time.time() - t0)); t0, tokens = time.time(), 0
-                if ckpt_dir is not None: save_checkpoint(ckpt_dir, model, opt, step, hist)
+                if ckpt is not None: save_checkpoint(ckpt, model, opt, step, hist)
+            if callback is not None: callback(step, hist)
     except KeyboardInterrupt:
-        if ckpt_dir is not None: save_checkpoint(ckpt_dir, model, opt, step, hist)
+        if ckpt is not None: save_checkpoint(ckpt, model, opt, step, hist)
         raise
     finally: bar.close()
+    if out_dir is not None:
+        model.save_pretrained(out_dir)
+        if tokenizer is not None: tokenizer.save_pretrained(out_dir)
+        (Path(out_dir)/'history.json').write_text(json.dumps(hist))
     return hist
 
 # %% ../nbs/02c_pretraining.ipynb #97469ffe
@@ -204,9 +235,10 @@ def build_base(out:str|Path, # directory to write the model + tokenizer to
     tok = train_tokenizer(docs[:min(cfg.n_docs, 5000)], vocab_size=cfg.vocab_size)
     train, val = pack(docs[:cfg.n_docs], tok, cfg.block_size), pack(docs[cfg.n_docs:], tok, cfg.block_size)
     model = make_model(cfg, tok).to(pick_device(device))
-    ckpt = out.with_name(out.name + '.ckpt')
+    run = out.with_name(out.name + '.run')                        # checkpoints; removed once the model is in `out`
     t0 = time.time()
-    hist = pretrain(model, train, val, cfg, ckpt_dir=ckpt, resume=(ckpt/'state.json').exists(), progress=progress)
+    cfg = dataclasses.replace(cfg, progress=progress)
+    hist = pretrain(model, train, val, cfg, out_dir=run, resume=(run/'checkpoint'/'state.json').exists())
     info = dict(config=asdict(cfg), train_tokens=int(train[:, :-1].numel()), steps=hist['step'][-1] if hist['step'] else 0,
                 final_val_loss=hist['val'][-1] if hist['val'] else None, minutes=round((time.time() - t0) / 60, 1),
                 params=sum(p.numel() for p in model.parameters()), history=dict(val_step=hist['val_step'], val=hist['val']))
@@ -216,18 +248,18 @@ def build_base(out:str|Path, # directory to write the model + tokenizer to
     tmp.chmod(0o755)                                              # mkdtemp makes it private; a model dir is not
     if out.exists(): shutil.rmtree(out)
     tmp.rename(out)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    shutil.rmtree(run, ignore_errors=True)
     return info
 
 # %% ../nbs/02c_pretraining.ipynb #48c8bf7b
 def main(argv:list[str]|None=None):
-    "Command line: `python -m ft_course.pretrain --out DIR [--steps N --n_embd D ...]`."
+    "Command line: `python -m ft_course.pretrain --out DIR [--max_steps N --n_embd D ...]` (also `ft-course pretrain`)."
     import argparse
     p = argparse.ArgumentParser(prog='python -m ft_course.pretrain', description="Pretrain the course's base model from scratch.")
     p.add_argument('--out', required=True, help='directory for the Hugging Face model + tokenizer')
     p.add_argument('--device', default=None, help='cuda, mps or cpu (default: the best available)')
     for f, v in asdict(PretrainConfig()).items():
-        if isinstance(v, tuple): continue
+        if isinstance(v, (tuple, bool)): continue
         p.add_argument(f'--{f}', type=type(v) if v is not None else float, default=v)
     a = vars(p.parse_args(argv))
     out, device = a.pop('out'), a.pop('device')

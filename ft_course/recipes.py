@@ -42,9 +42,9 @@ class Run:
     history:dict=field(default_factory=dict)
 
 # %% ../nbs/10b_compared.ipynb #6a3a1cdc
-DPO_RECIPE = dict(steps=50, batch_size=16, lr=1e-3, nll=1.0)
-GRPO_RECIPE = dict(lr=1e-4, steps=16, prompts_per_step=16, group_size=8, epochs=2, minibatches=2, max_new_tokens=16)
-PPO_RECIPE = dict(steps=20, prompts_per_step=16, samples_per_prompt=4, epochs=2, minibatches=1, lr=2e-4, kl_coef=0.2, vf_coef=0.5, seed=0)
+DPO_RECIPE = dict(max_steps=50, batch_size=16, lr=1e-3, nll=1.0)
+GRPO_RECIPE = dict(lr=1e-4, max_steps=16, prompts_per_step=16, group_size=8, epochs=2, minibatches=2, max_new_tokens=16)
+PPO_RECIPE = dict(max_steps=20, prompts_per_step=16, samples_per_prompt=4, epochs=2, minibatches=1, lr=2e-4, kl_coef=0.2, vf_coef=0.5, seed=0)
 
 def run_dpo(start, tok, pairs:list[dict]|None=None, **kw)->Run:
     "DPO + NLL from a copy of `start` on `pairs` (default `train_pairs()`), reference log-probs precomputed."
@@ -65,7 +65,7 @@ def run_ppo(start, tok, rm, # the reward model (e.g. `trained_reward_model()`)
     "PPO from a copy of `start` against the reward model `rm`, with a value head and a per-token KL penalty to `start`."
     rows = rl_prompts() if rows is None else rows
     t0, m = time.time(), copy.deepcopy(start)
-    h = ppo(m, tok, rows, lambda roll, rows_: rm.score(roll), PPOConfig(**{**PPO_RECIPE, **kw}), progress=False)
+    h = ppo(m, tok, rows, lambda roll, rows_: rm.score(roll), PPOConfig(**{**PPO_RECIPE, **kw}, progress=False))
     return Run(m, time.time() - t0, [m, start, rm], h)
 
 # %% ../nbs/10b_compared.ipynb #e8db5936

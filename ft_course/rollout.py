@@ -158,7 +158,7 @@ def filter_logits(logits:torch.Tensor, # (B, V) next-token logits
 @torch.no_grad()
 def sample(model, # any Hugging Face causal LM
            tokenizer, # its tokenizer
-           prompts:list[str], # prompt texts
+           prompts:list[str]|list[list[int]], # prompt texts, or their token ids
            n:int=1, # completions per prompt
            max_new_tokens:int=40, # the longest completion, EOS included
            temperature:float=1.0, # sampling temperature
@@ -177,7 +177,9 @@ def sample(model, # any Hugging Face causal LM
     ctx = context_length(model)
     room = None if ctx is None else ctx - max_new_tokens
     if room is not None and room < 1: raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {ctx}.")
-    ids = with_bos(tokenizer, tokenizer(list(prompts), add_special_tokens=False)['input_ids'])
+    prompts = list(prompts)
+    if prompts and not isinstance(prompts[0], str): ids = [list(map(int, p)) for p in prompts]
+    else: ids = with_bos(tokenizer, tokenizer(prompts, add_special_tokens=False)['input_ids'])
     _check_prompts(ids, room)
     dev = next(model.parameters()).device
     gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None

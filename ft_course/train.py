@@ -163,7 +163,7 @@ def train(model, # any Hugging Face causal LM
         cuda_rng = json.loads((ckpt/'state.json').read_text()).get('cuda_rng')
         if cuda_rng and torch.cuda.is_available(): torch.cuda.set_rng_state_all([torch.ByteTensor(s) for s in cuda_rng])
     sched = SimpleNamespace(lr=cfg.lr, min_lr=cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr, warmup=cfg.warmup,
-                            steps=total or 10**9)                   # fitted to the time budget below if total is None
+                            max_steps=total or 10**9)                   # fitted to the time budget below if total is None
     orders = {}
     def micro(j:int)->list[dict]:                                    # the j-th micro-batch of the whole run
         e, k = divmod(j, nb)
@@ -223,7 +223,7 @@ def train(model, # any Hugging Face causal LM
                 per = (time.time() - start) / step                   # fit the schedule to the time budget
                 total = max(step + 1, int(step + 0.95 * (cfg.max_seconds - (time.time() - start)) / per))
                 if P > 1: total = int(acc.reduce(torch.tensor(total, device=dev), 'max').item())
-                sched.steps = hist['total_steps'] = total; bar.total = total; bar.refresh()
+                sched.max_steps = hist['total_steps'] = total; bar.total = total; bar.refresh()
             if step % cfg.eval_every == 0 or step == total:
                 if val_rows:
                     v = dataset_loss(model, val_rows, collate, cfg.eval_batch_size, acc, cfg.bf16)

@@ -1,5 +1,6 @@
 "`ft_course.dpo` on a tiny random GPT-2: parity with TRL's DPOTrainer (loss and gradients), the trainer, and bad inputs."
 import copy, tempfile, warnings
+from dataclasses import asdict
 
 import pytest, torch
 from datasets import Dataset
@@ -102,7 +103,7 @@ def test_dpo_loss_values():
 
 def test_dpo_learns_preferences_and_is_reproducible(tokenizer):
     rows = preference_dataset(32, seed=2).to_list()
-    cfg = DPOConfig(beta=0.5, lr=3e-3, steps=12, batch_size=8, warmup=2, progress=False)
+    cfg = DPOConfig(beta=0.5, lr=3e-3, max_steps=12, batch_size=8, warmup=2, progress=False)
     m1 = tiny(tokenizer); h1 = dpo(m1, tokenizer, rows, cfg, ref='precompute')
     assert h1['reference'] == 'precomputed' and len(h1['loss']) == 12
     assert h1['accuracy'][-1] >= 0.75 and h1['margin'][-1] > h1['margin'][0] + 0.1, h1
@@ -131,10 +132,10 @@ def test_bad_pairs_get_clear_errors(tokenizer, pairs):
     with pytest.raises(ValueError, match="No preference pairs"): check_pairs([])
     m = tiny(tokenizer)
     with pytest.raises(ValueError, match="over the model's context"):   # the trainer checks before it starts
-        dpo(m, tokenizer, [dict(good[0], prompt='word ' * 200)], DPOConfig(steps=1, progress=False))
+        dpo(m, tokenizer, [dict(good[0], prompt='word ' * 200)], DPOConfig(max_steps=1, progress=False))
 
 def test_bad_reference_gets_clear_errors(tokenizer, pairs):
-    m = tiny(tokenizer); cfg = DPOConfig(steps=1, batch_size=2, progress=False)
+    m = tiny(tokenizer); cfg = DPOConfig(max_steps=1, batch_size=2, progress=False)
     with pytest.raises(ValueError, match=r"reference is torch.float64 but the policy torch.float32"):
         dpo(m, tokenizer, pairs, cfg, ref=tiny(tokenizer).double())
     with pytest.raises(ValueError, match="reference is on meta but the policy on cpu"):
@@ -142,3 +143,16 @@ def test_bad_reference_gets_clear_errors(tokenizer, pairs):
     with pytest.raises(ValueError, match="is the policy itself"): dpo(m, tokenizer, pairs, cfg, ref=m)
     with pytest.raises(ValueError, match=r"need \(12, 2\)"): dpo(m, tokenizer, pairs, cfg, ref=torch.zeros(5, 2))
     with pytest.raises(ValueError, match="ref='nope'"): dpo(m, tokenizer, pairs, cfg, ref='nope')
+
+def test_old_names_warn_and_still_work(tokenizer):
+    "DPOConfig(steps=) and greedy_eval keep working for one release, with a DeprecationWarning; greedy_eval is `evaluate`."
+    from ft_course.dpo import greedy_eval
+    from ft_course.evaluate import evaluate
+    with pytest.warns(DeprecationWarning, match="'steps' is deprecated.*'max_steps'"): cfg = DPOConfig(steps=3)
+    assert cfg.max_steps == 3 and 'steps' not in asdict(cfg)
+    m = tiny(tokenizer)
+    rows = [dict(instruction='Make it passive.', input='The chef cooks the meal.', output='The meal is cooked by the chef.',
+                 task='active_to_passive')] * 3
+    with pytest.warns(DeprecationWarning, match="greedy_eval is deprecated"): old = greedy_eval(m, tokenizer, rows, max_new_tokens=6)
+    new = evaluate(m, tokenizer, rows, max_new_tokens=6)
+    assert [r['prediction'] for r in old.rows] == [r['prediction'] for r in new.rows]

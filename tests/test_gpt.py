@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from ft_course.gpt import GPT, GPTConfig, build_attn_mask, generate, gpt_from_hf, gpt_to_hf
+from ft_course.gpt import GPT, GPTConfig, build_attn_mask, generate, gpt_generate, gpt_from_hf, gpt_to_hf
 
 TOL = 1e-5
 SMALL = dict(vocab_size=512, n_ctx=128, n_embd=64, n_layer=2, n_head=4)
@@ -232,7 +232,7 @@ def test_greedy_generate_matches_hf(batch):
     ours = GPT(GPTConfig(**SMALL)).eval()
     hf = gpt_to_hf(ours).eval()
     prompt = batch[:2, :6]
-    out = generate(ours, prompt, 10)
+    out = gpt_generate(ours, prompt, 10)
     ref = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=10, do_sample=False,
                       pad_token_id=511, eos_token_id=None)
     assert torch.equal(out, ref)
@@ -242,14 +242,15 @@ def test_generate_eos_and_top_k(batch):
     torch.manual_seed(0)
     m = GPT(GPTConfig(**SMALL)).train()
     prompt = batch[:2, :6]
-    greedy = generate(m, prompt, 5)
+    greedy = gpt_generate(m, prompt, 5)
     assert m.training                                   # mode restored
     eos = greedy[0, 7].item()                           # row 0 emits this as its 2nd new token
-    out = generate(m, prompt, 5, eos_token_id=eos)
+    out = gpt_generate(m, prompt, 5, eos_token_id=eos)
     assert (out[0, 7:] == eos).all()                    # finished row is padded with eos
     assert torch.equal(out[:, :8], greedy[:, :8])
     # top_k=1 sampling is greedy
-    assert torch.equal(generate(m, prompt, 5, temperature=0.7, top_k=1), greedy)
+    assert torch.equal(gpt_generate(m, prompt, 5, temperature=0.7, top_k=1), greedy)
     # long prompts are cropped to the context
     long = torch.randint(0, 512, (1, 130))
-    assert generate(m, long, 2).shape == (1, 132)
+    assert gpt_generate(m, long, 2).shape == (1, 132)
+    with pytest.warns(DeprecationWarning, match="use gpt_generate"): assert torch.equal(generate(m, prompt, 5), greedy)

@@ -99,7 +99,7 @@ def test_group_advantages():
     assert torch.allclose(group_advantages(torch.tensor([1., 0, 0, 0]), 4, 'none'), torch.tensor([.75, -.25, -.25, -.25]))
 
 
-TINY = dict(steps=2, prompts_per_step=2, group_size=2, epochs=1, minibatches=1, max_new_tokens=8, progress=False)
+TINY = dict(max_steps=2, prompts_per_step=2, group_size=2, epochs=1, minibatches=1, max_new_tokens=8, progress=False)
 
 
 @pytest.mark.parametrize("fn,msg", [
@@ -131,8 +131,8 @@ def test_bad_settings(base, rows):
 def test_kl_blowup_stops_and_keeps_last_good_checkpoint(base, rows):
     model, tok = copy.deepcopy(base[0]), base[1]
     with tempfile.TemporaryDirectory() as d:
-        cfg = GRPOConfig(**{**TINY, 'steps': 8, 'prompts_per_step': 4, 'group_size': 4}, lr=5e-2, max_kl=0.3, save_every=1, out_dir=d)
-        with pytest.raises(KLBlowUp, match='beta.*lr') as e: grpo(model, tok, rows, parity_reward, cfg)
+        cfg = GRPOConfig(**{**TINY, 'max_steps': 8, 'prompts_per_step': 4, 'group_size': 4}, lr=5e-2, max_kl=0.3, save_every=1)
+        with pytest.raises(KLBlowUp, match='beta.*lr') as e: grpo(model, tok, rows, parity_reward, cfg, out_dir=d)
         bad_step = int(str(e.value).split()[1].rstrip(':'))
         state = json.loads((Path(d)/'checkpoint'/'state.json').read_text())
         assert state['step'] == bad_step                # saved after the last step whose KL was fine, not after the bad one
@@ -142,10 +142,20 @@ def test_kl_blowup_stops_and_keeps_last_good_checkpoint(base, rows):
 def test_resume_continues_exactly(base, rows):
     tok = base[1]
     with tempfile.TemporaryDirectory() as d:
-        kw = dict(TINY, steps=4, save_every=1, out_dir=d, lr=1e-3)
-        straight = copy.deepcopy(base[0]); h1 = grpo(straight, tok, rows, parity_reward, GRPOConfig(**kw))
-        resumed = copy.deepcopy(base[0]); grpo(resumed, tok, rows, parity_reward, GRPOConfig(**{**kw, 'steps': 2}))
-        h2 = grpo(resumed, tok, rows, parity_reward, GRPOConfig(**kw), resume=True)
+        kw = dict(TINY, max_steps=4, save_every=1, lr=1e-3)
+        straight = copy.deepcopy(base[0]); h1 = grpo(straight, tok, rows, parity_reward, GRPOConfig(**kw), out_dir=d)
+        resumed = copy.deepcopy(base[0]); grpo(resumed, tok, rows, parity_reward, GRPOConfig(**{**kw, 'max_steps': 2}), out_dir=d)
+        h2 = grpo(resumed, tok, rows, parity_reward, GRPOConfig(**kw), out_dir=d, resume=True)
     assert h2['step'] == [1, 2, 3, 4] and h2['reward'] == h1['reward']
     assert max((a - b).abs().max().item() for a, b in zip(straight.parameters(), resumed.parameters())) < 1e-6
     assert max((a - p).abs().max().item() for a, p in zip(straight.parameters(), base[0].parameters())) > 0   # it did train
+
+def test_old_names_warn_and_still_work(base, tmp_path):
+    "GRPOConfig(steps=, out_dir=) keep working for one release, with a DeprecationWarning; the new out_dir also gets the final model."
+    rows = rl_prompts(8)
+    with pytest.warns(DeprecationWarning) as rec: old = GRPOConfig(**{k: v for k, v in TINY.items() if k != 'max_steps'}, steps=1, save_every=1, out_dir=str(tmp_path/'old'))
+    assert old.max_steps == 1 and len(rec) == 2
+    h_old = grpo(copy.deepcopy(base[0]), base[1], rows, exact_reward, old)
+    h_new = grpo(copy.deepcopy(base[0]), base[1], rows, exact_reward, GRPOConfig(**{**TINY, 'max_steps': 1}, save_every=1), out_dir=tmp_path/'new')
+    assert h_old['reward'] == h_new['reward'] and (tmp_path/'old'/'checkpoint'/'state.json').exists()
+    assert (tmp_path/'new'/'checkpoint'/'state.json').exists() and (tmp_path/'new'/'model.safetensors').exists()

@@ -1,5 +1,6 @@
 "PPO (ft_course.ppo): GAE against a plain loop, the shared-prefix forward, and bad inputs that must fail clearly without losing work."
 import copy, json
+from dataclasses import asdict
 import pytest, torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -20,7 +21,7 @@ def tiny():
     return model, tok
 
 ROWS = rl_prompts(8)
-FAST = dict(steps=2, prompts_per_step=2, samples_per_prompt=2, epochs=1, minibatches=1, max_new_tokens=6)
+FAST = dict(max_steps=2, prompts_per_step=2, samples_per_prompt=2, epochs=1, minibatches=1, max_new_tokens=6)
 def zero_reward(roll, rows): return torch.zeros(len(roll))
 def length_reward(roll, rows): return roll.lengths.float()
 
@@ -87,14 +88,14 @@ def test_check_rewards_messages():
 def test_bad_reward_fn_fails_before_any_update(tiny, bad, err, msg):
     model, tok = tiny
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(err, match=msg): ppo(model, tok, ROWS, bad, PPOConfig(**FAST), gold_fn=None, progress=False)
+    with pytest.raises(err, match=msg): ppo(model, tok, ROWS, bad, PPOConfig(**FAST), gold_fn=None)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # nothing was changed
 
 def test_prompt_longer_than_context(tiny):
     model, tok = tiny
     long_row = dict(ROWS[0], input=ROWS[0]['input'] + ' word' * 300)
     with pytest.raises(ValueError, match="training prompt 1 is .* tokens long.*lower max_new_tokens"):
-        ppo(model, tok, [ROWS[0], long_row], zero_reward, PPOConfig(**FAST), progress=False)
+        ppo(model, tok, [ROWS[0], long_row], zero_reward, PPOConfig(**FAST))
 
 def test_every_completion_empty(tiny):
     model, tok = tiny
@@ -103,30 +104,30 @@ def test_every_completion_empty(tiny):
         eos_only.transformer.ln_f.weight.zero_()
         eos_only.transformer.ln_f.bias.copy_(1e4 * eos_only.transformer.wte.weight[tok.eos_token_id])
     with pytest.raises(RuntimeError, match="every completion is empty.*lower lr"):
-        ppo(eos_only, tok, ROWS, zero_reward, PPOConfig(**FAST), progress=False)
+        ppo(eos_only, tok, ROWS, zero_reward, PPOConfig(**FAST))
 
 def test_kl_blow_up_stops_and_restores_last_good_checkpoint(tiny, tmp_path):
     model, tok = tiny
     policy = copy.deepcopy(model)
-    cfg = PPOConfig(**{**FAST, 'steps': 6, 'epochs': 4}, lr=3e-2, kl_coef=0.0, max_kl=0.5, save_every=1)
+    cfg = PPOConfig(**{**FAST, 'max_steps': 6, 'epochs': 4}, lr=3e-2, kl_coef=0.0, max_kl=0.5, save_every=1)
     with pytest.raises(KLBlowUp, match=r"max_kl=0.5: lower lr \(now 0.03\) or raise kl_coef.*restored from the last good checkpoint") as e:
-        ppo(policy, tok, ROWS, length_reward, cfg, gold_fn=None, checkpoint=tmp_path/'ck', progress=False)
-    state = json.loads((tmp_path/'ck'/'state.json').read_text())
+        ppo(policy, tok, ROWS, length_reward, cfg, gold_fn=None, out_dir=tmp_path/'run')
+    state = json.loads((tmp_path/'run'/'checkpoint'/'state.json').read_text())
     good = state['step']
     assert f"(step {good})" in str(e.value) and all(s['kl'] <= 0.5 for s in state['history']['steps'])
     from safetensors.torch import load_file
-    saved = load_file(tmp_path/'ck'/'model.safetensors')
+    saved = load_file(tmp_path/'run'/'checkpoint'/'model.safetensors')
     assert 'v_head.weight' in saved
     assert torch.equal(saved['policy.transformer.h.0.mlp.c_fc.weight'], policy.transformer.h[0].mlp.c_fc.weight)
-    calmer = PPOConfig(**{**FAST, 'steps': good + 1}, lr=1e-5, kl_coef=0.0, max_kl=0.5, save_every=1)   # the knob turned: resume
-    h = ppo(policy, tok, ROWS, length_reward, calmer, gold_fn=None, checkpoint=tmp_path/'ck', resume=True, progress=False)
+    calmer = PPOConfig(**{**FAST, 'max_steps': good + 1}, lr=1e-5, kl_coef=0.0, max_kl=0.5, save_every=1)   # the knob turned: resume
+    h = ppo(policy, tok, ROWS, length_reward, calmer, gold_fn=None, out_dir=tmp_path/'run', resume=True)
     assert [s['step'] for s in h['steps']] == list(range(1, good + 2))
 
 def test_resume_continues_exactly(tiny, tmp_path):
     model, tok = tiny
-    cfg = PPOConfig(**{**FAST, 'steps': 4}, lr=1e-3, save_every=2)
+    cfg = PPOConfig(**{**FAST, 'max_steps': 4}, lr=1e-3, save_every=2)
     full = copy.deepcopy(model)
-    h_full = ppo(full, tok, ROWS, length_reward, cfg, progress=False)
+    h_full = ppo(full, tok, ROWS, length_reward, cfg)
     class Interrupt(Exception): pass
     calls = []
     def dies_at_step_3(roll, rows):
@@ -134,9 +135,9 @@ def test_resume_continues_exactly(tiny, tmp_path):
         if len(calls) == 4: raise Interrupt()              # the 4th rollout (step index 3): after the step-2 checkpoint
         return length_reward(roll, rows)
     part = copy.deepcopy(model)
-    with pytest.raises(Interrupt): ppo(part, tok, ROWS, dies_at_step_3, cfg, checkpoint=tmp_path/'ck', progress=False)
+    with pytest.raises(Interrupt): ppo(part, tok, ROWS, dies_at_step_3, cfg, out_dir=tmp_path/'run')
     resumed = copy.deepcopy(model)                        # a fresh process: the start weights, then the checkpoint
-    h_res = ppo(resumed, tok, ROWS, length_reward, cfg, checkpoint=tmp_path/'ck', resume=True, progress=False)
+    h_res = ppo(resumed, tok, ROWS, length_reward, cfg, out_dir=tmp_path/'run', resume=True)
     assert [s['step'] for s in h_res['steps']] == [1, 2, 3, 4]
     assert [s['reward'] for s in h_res['steps']] == [s['reward'] for s in h_full['steps']]
     for a, b in zip(full.parameters(), resumed.parameters()): torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
@@ -146,8 +147,23 @@ def test_config_errors():
     with pytest.raises(ValueError, match="lr=0"): PPOConfig(lr=0)
     with pytest.raises(ValueError, match="epochs=0"): PPOConfig(epochs=0)
 
-def test_history_logs_the_diagnostics_and_time_budget_stops(tiny):
+def test_history_logs_the_diagnostics_and_max_seconds_stops(tiny):
     model, tok = tiny
-    h = ppo(copy.deepcopy(model), tok, ROWS, length_reward, PPOConfig(**{**FAST, 'steps': 5}, time_budget=1e-6), progress=False)
+    h = ppo(copy.deepcopy(model), tok, ROWS, length_reward, PPOConfig(**{**FAST, 'max_steps': 5}, max_seconds=1e-6))
     assert len(h['steps']) == 1                                   # the budget was spent by the first step
     assert {'reward', 'gold', 'kl', 'entropy', 'approx_kl', 'clipfrac', 'value_loss', 'policy_loss', 'seconds'} <= set(h['steps'][0])
+
+def test_old_names_warn_and_still_work(tiny, tmp_path):
+    "steps, max_grad_norm, time_budget, and ppo(eval_data=, checkpoint=, progress=) keep working for one release, with a warning."
+    model, tok = tiny
+    with pytest.warns(DeprecationWarning) as rec:
+        old = PPOConfig(**{k: v for k, v in FAST.items() if k != 'max_steps'}, steps=2, max_grad_norm=0.5, time_budget=100.0)
+    assert (old.max_steps, old.grad_clip, old.max_seconds) == (2, 0.5, 100.0) and len(rec) == 3
+    new = PPOConfig(**FAST, grad_clip=0.5, max_seconds=100.0)
+    assert asdict(old) == asdict(new)
+    with pytest.warns(DeprecationWarning, match="'checkpoint' is deprecated"):
+        h_old = ppo(copy.deepcopy(model), tok, ROWS, length_reward, old, checkpoint=tmp_path/'ck', eval_data=ROWS[:2], progress=False)
+    h_new = ppo(copy.deepcopy(model), tok, ROWS, length_reward, new, out_dir=tmp_path/'run', eval_ds=ROWS[:2])
+    assert [s['reward'] for s in h_old['steps']] == [s['reward'] for s in h_new['steps']] and h_old['evals'] == h_new['evals']
+    assert (tmp_path/'ck'/'state.json').exists() and (tmp_path/'run'/'checkpoint'/'state.json').exists()
+    assert (tmp_path/'run'/'model.safetensors').exists()          # the final policy, loadable with from_pretrained

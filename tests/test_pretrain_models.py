@@ -7,15 +7,15 @@ from ft_course.pretrain import (PretrainConfig, build_base, load_checkpoint, mai
 from ft_course.data import pretraining_corpus
 
 TINY = ['--n_docs', '120', '--val_docs', '20', '--n_embd', '32', '--n_layer', '1', '--n_head', '2', '--block_size', '64',
-        '--steps', '6', '--eval_every', '3', '--batch_size', '4', '--warmup', '2', '--vocab_size', '400']
+        '--max_steps', '6', '--eval_every', '3', '--batch_size', '4', '--warmup', '2', '--vocab_size', '400']
 
 def test_cli_builds_a_loadable_base(tmp_path):
     info = main(['--out', str(tmp_path / 'base'), *TINY])
     assert info['steps'] == 6 and math.isfinite(info['final_val_loss'])
     model, tok = load_base(tmp_path / 'base', device='cpu')
     assert model.config.n_embd == 32 and len(tok) == model.config.vocab_size
-    assert json.loads((tmp_path / 'base' / 'recipe.json').read_text())['config']['steps'] == 6
-    assert not (tmp_path / 'base.ckpt').exists()          # the checkpoint is cleaned up once the model is saved
+    assert json.loads((tmp_path / 'base' / 'recipe.json').read_text())['config']['max_steps'] == 6
+    assert not (tmp_path / 'base.run').exists()          # the checkpoint is cleaned up once the model is saved
 
 def test_cli_is_deterministic(tmp_path):
     a = main(['--out', str(tmp_path / 'a'), *TINY]); b = main(['--out', str(tmp_path / 'b'), *TINY])
@@ -27,7 +27,7 @@ def test_cli_module_entry_point(tmp_path):
 
 def test_out_is_a_file(tmp_path):
     f = tmp_path / 'file'; f.write_text('x')
-    with pytest.raises(NotADirectoryError, match="is a file"): build_base(f, PretrainConfig(n_docs=50, val_docs=10, steps=1))
+    with pytest.raises(NotADirectoryError, match="is a file"): build_base(f, PretrainConfig(n_docs=50, val_docs=10, max_steps=1))
 
 def test_zero_lr_and_tiny_corpus(tokenizer):
     with pytest.raises(ValueError, match="learning rate must be positive"):
@@ -36,13 +36,13 @@ def test_zero_lr_and_tiny_corpus(tokenizer):
     with pytest.raises(ValueError, match="fewer than one block"): pack(["The chef cooks."], tokenizer, 256)
 
 def test_resume_without_checkpoint(tmp_path, tokenizer):
-    cfg = PretrainConfig(n_embd=16, n_layer=1, n_head=2, block_size=32, steps=2)
+    cfg = PretrainConfig(n_embd=16, n_layer=1, n_head=2, block_size=32, max_steps=2)
     m = make_model(cfg, tokenizer)
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
-        pretrain(m, torch.zeros(4, 33, dtype=torch.long), torch.zeros(1, 33, dtype=torch.long), cfg, ckpt_dir=tmp_path, resume=True)
+        pretrain(m, torch.zeros(4, 33, dtype=torch.long), torch.zeros(1, 33, dtype=torch.long), cfg, out_dir=tmp_path, resume=True)
 
 def test_interrupt_keeps_the_checkpoint(tmp_path, tokenizer):
-    cfg = PretrainConfig(n_embd=16, n_layer=1, n_head=2, block_size=32, steps=20, eval_every=5, batch_size=2)
+    cfg = PretrainConfig(n_embd=16, n_layer=1, n_head=2, block_size=32, max_steps=20, eval_every=5, batch_size=2, progress=False)
     blocks = pack(pretraining_corpus(60), tokenizer, 32)
     m = make_model(cfg, tokenizer)
     calls = {'n': 0}
@@ -50,12 +50,12 @@ def test_interrupt_keeps_the_checkpoint(tmp_path, tokenizer):
         calls['n'] += 1
         if calls['n'] == 8: raise KeyboardInterrupt
     h = m.transformer.register_forward_hook(boom)
-    with pytest.raises(KeyboardInterrupt): pretrain(m, blocks, blocks[:2], cfg, ckpt_dir=tmp_path / 'ck', progress=False)
+    with pytest.raises(KeyboardInterrupt): pretrain(m, blocks, blocks[:2], cfg, out_dir=tmp_path / 'run')
     h.remove()
-    state = json.loads((tmp_path / 'ck' / 'state.json').read_text())
+    state = json.loads((tmp_path / 'run' / 'checkpoint' / 'state.json').read_text())
     assert state['step'] >= 5                                   # saved on the interrupt, after the step-5 checkpoint
-    resumed = pretrain(m, blocks, blocks[:2], cfg, ckpt_dir=tmp_path / 'ck', resume=True, progress=False)
-    fresh = pretrain(make_model(cfg, tokenizer), blocks, blocks[:2], cfg, progress=False)
+    resumed = pretrain(m, blocks, blocks[:2], cfg, out_dir=tmp_path / 'run', resume=True)
+    fresh = pretrain(make_model(cfg, tokenizer), blocks, blocks[:2], cfg)
     assert resumed['train'] == fresh['train']
 
 def test_checkpoint_keeps_an_untied_head(tmp_path, tokenizer):
@@ -95,7 +95,7 @@ def test_cost_arithmetic():
     assert 1e3 < c['wall_clock_hours'] < 1e5 and 1e6 < c['usd'] < 1e8
 
 def test_schedule():
-    cfg = PretrainConfig(steps=100, warmup=10, lr=1.0, min_lr=0.1)
+    cfg = PretrainConfig(max_steps=100, warmup=10, lr=1.0, min_lr=0.1)
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
     assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
@@ -138,3 +138,22 @@ def test_ensure_pad_token_and_replace_module(tokenizer):
     seq = nn.Sequential(nn.Sequential(nn.Linear(2, 2)))
     old = replace_module(seq, '0.0', nn.Identity())
     assert isinstance(old, nn.Linear) and isinstance(seq[0][0], nn.Identity)
+
+def test_old_names_still_work_with_a_warning(tmp_path, tokenizer):
+    "steps, max_minutes, ckpt_dir, until and progress= keep working for one release, with a DeprecationWarning."
+    with pytest.warns(DeprecationWarning, match="'steps' is deprecated.*'max_steps'"): cfg = PretrainConfig(steps=4)
+    assert cfg.max_steps == 4
+    with pytest.warns(DeprecationWarning, match="max_minutes"): assert PretrainConfig(max_minutes=2).max_seconds == 120
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                          # the new names raise no warning
+        new = PretrainConfig(max_steps=4, max_seconds=120, n_embd=16, n_layer=1, n_head=2, block_size=32, batch_size=2, eval_every=2, progress=False)
+    blocks = pack(pretraining_corpus(40), tokenizer, 32)
+    old_cfg = PretrainConfig(n_embd=16, n_layer=1, n_head=2, block_size=32, max_steps=4, batch_size=2, eval_every=2)
+    with pytest.warns(DeprecationWarning) as rec:
+        old = pretrain(make_model(old_cfg, tokenizer), blocks, blocks[:2], old_cfg, ckpt_dir=tmp_path / 'ck', until=2, progress=False)
+    assert {str(w.message).split(':')[1].split()[0] for w in rec} >= {"'ckpt_dir'", "'until'", "'progress'"}
+    assert old['step'] == [1, 2] and (tmp_path / 'ck' / 'state.json').exists()
+    assert pretrain(make_model(new, tokenizer), blocks, blocks[:2], new)['train'][:2] == old['train']
+    from types import SimpleNamespace
+    with pytest.warns(DeprecationWarning, match="cfg.steps"):                   # a schedule object with the old field
+        assert lr_at(50, SimpleNamespace(lr=1.0, min_lr=0.1, warmup=10, steps=100)) == lr_at(50, PretrainConfig(max_steps=100, warmup=10, lr=1.0, min_lr=0.1))

@@ -65,7 +65,7 @@ def test_single_process_loop_is_plain_torch(tokenizer, data):
     torch.manual_seed(cfg.seed)
     rows = tokenize_dataset(data['train'], tokenizer, max_length=128).to_list()
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, foreach=True)
-    sched = type('S', (), dict(lr=cfg.lr, min_lr=cfg.lr / 10, warmup=cfg.warmup, steps=3))
+    sched = type('S', (), dict(lr=cfg.lr, min_lr=cfg.lr / 10, warmup=cfg.warmup, max_steps=3))
     collate, losses = SFTCollator(tokenizer.pad_token_id), []
     for step, idx in enumerate(batch_order(len(rows), cfg.batch_size, cfg.seed, 0)[:3]):
         b = collate([rows[i] for i in idx])
