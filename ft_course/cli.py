@@ -130,17 +130,17 @@ def _rows(path):
     return _read_records(path)
 
 def cmd_dpo(a:argparse.Namespace)->int:
-    "ft-course dpo: `ft_course.dpo.dpo` on the pairs, then `save_model`; prints a JSON summary."
+    "ft-course dpo: `ft_course.dpo.dpo` on the pairs, then `save_finetuned`; prints a JSON summary."
     from ft_course.data import instruction_dataset, load_instructions, preference_dataset
     from ft_course.dpo import DPOConfig, dpo
-    from ft_course.finetune import load_model, save_model
+    from ft_course.finetune import get_model, save_finetuned
     pairs = preference_dataset(seed=a.seed) if a.data is None else _rows(a.data)
     ev = load_instructions(a.eval_data, known_tasks=None) if a.eval_data else (instruction_dataset()['test'] if a.data is None else None)
-    model, tok = load_model(a.model, device=a.device)
+    model, tok = get_model(a.model, device=a.device)
     cfg = DPOConfig(beta=a.beta, loss_type=a.loss_type, nll=a.nll, lr=a.lr, max_steps=a.max_steps, batch_size=a.batch_size,
                     warmup=a.warmup, seed=a.seed, progress=not a.no_progress)
     hist = dpo(model, tok, pairs, cfg, eval_ds=ev)
-    save_model(model, tok, a.out)
+    save_finetuned(model, tok, a.out)
     (Path(a.out)/'history.json').write_text(json.dumps(hist))
     _say(dict(command='dpo', out=a.out, steps=hist['step'][-1], final_loss=hist['loss'][-1], preference_accuracy=hist['accuracy'][-1],
               exact_match=hist['exact'][-1] if hist['exact'] else None, kl=hist['kl'][-1] if hist['kl'] else None))
@@ -150,10 +150,10 @@ def cmd_eval(a:argparse.Namespace)->int:
     "ft-course eval: `evaluate` on instruction rows; the table to stderr, a JSON summary to stdout."
     from ft_course.data import instruction_dataset, load_instructions
     from ft_course.evaluate import alpaca_prompt, apply_template, evaluate
-    from ft_course.finetune import load_model
+    from ft_course.finetune import get_model
     rows = instruction_dataset()['test'] if a.data is None else load_instructions(a.data, known_tasks=None)
     if a.limit is not None: rows = rows.select(range(min(a.limit, len(rows))))
-    model, tok = load_model(a.model, device=a.device)
+    model, tok = get_model(a.model, device=a.device)
     prompt_fn = alpaca_prompt if a.template == 'alpaca' else (lambda e: apply_template(e, tok, 'chat')[0])
     check = (lambda e, x: ' '.join(x.lower().split()) == ' '.join(e['output'].lower().split())) if a.check == 'ignore-case' else None
     res = evaluate(model, tok, rows, a.model or 'base', prompt_fn=prompt_fn, max_new_tokens=a.max_new_tokens,
@@ -166,9 +166,9 @@ def cmd_eval(a:argparse.Namespace)->int:
 def cmd_generate(a:argparse.Namespace)->int:
     "ft-course generate / chat: `generate` on --prompt options, or on one prompt per stdin line."
     from ft_course.evaluate import generate
-    from ft_course.finetune import load_model
+    from ft_course.finetune import get_model
     if a.temperature < 0: raise ValueError(f"--temperature {a.temperature}: use 0 (greedy) or a positive value.")
-    model, tok = load_model(a.model, device=a.device)
+    model, tok = get_model(a.model, device=a.device)
     kw = dict(max_new_tokens=a.max_new_tokens, template=None if a.template == 'none' else a.template, temperature=a.temperature,
               top_k=a.top_k, top_p=a.top_p, seed=a.seed)
     if a.command == 'chat' or not a.prompt:

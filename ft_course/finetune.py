@@ -19,13 +19,13 @@ from transformers.pytorch_utils import Conv1D
 
 from .data import instruction_dataset, load_instructions, to_messages
 from .evaluate import EvalResult, alpaca_prompt, apply_template, evaluate
-from .lora import count_trainable, inject_lora, lora_candidates, lora_layers, merge, save_adapter, token_layers
+from .lora import count_trainable, inject_lora, load_model, lora_candidates, lora_layers, merge, save_adapter, token_layers
 from .models import load_base
 from .quant import NF4Linear, dequantize_model, quantize_model
 from .train import TrainConfig, train
 
 # %% auto #0
-__all__ = ['METHODS', 'load_data', 'load_model', 'linear_targets', 'prepare_model', 'save_model', 'make_config', 'Finetuned',
+__all__ = ['METHODS', 'load_data', 'get_model', 'linear_targets', 'prepare_model', 'save_finetuned', 'make_config', 'Finetuned',
            'finetune']
 
 # %% ../nbs/13_library.ipynb #eaf5eee4
@@ -49,11 +49,13 @@ def load_data(data=None, # None: the course's instruction data; a .json/.jsonl p
     return rows.select(sorted(idx[k:])), rows.select(sorted(idx[:k]))
 
 # %% ../nbs/13_library.ipynb #beaffce8
-def load_model(model=None, # None: the shipped base; a hub id or a local directory; or a loaded causal LM
+def get_model(model=None, # None: the shipped base; a hub id or a local directory; or a loaded causal LM
                tokenizer=None, # the tokenizer of a loaded `model`
                device:str|None=None, # default: CUDA, then MPS, then CPU
               )->tuple:
     "A (model, tokenizer) pair from a name, a path or a model already in memory."
+    if model is not None and isinstance(model, (str, os.PathLike)) and (Path(model)/'adapter_config.json').exists():
+        return load_model(model, device=device)                          # an adapter directory: onto its base (chapter 6)
     if model is None or isinstance(model, (str, os.PathLike)): return load_base(model, device=device)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be None, a hub id, a directory or a loaded causal LM, not a {type(model).__name__}.")
@@ -73,6 +75,7 @@ def prepare_model(model, # a causal LM, changed in place
                   alpha:float=16, # LoRA scale numerator (the update is scaled by alpha / r)
                   dropout:float=0.0, # dropout on the LoRA branch's input
                   target_modules:list[str]|str|None=None, # layers to adapt (None: `linear_targets(model)`)
+                  trainable_tokens:list[int]|None=None, # token ids whose embedding rows also train (chapter 6: tokens pretraining never saw)
                  ):
     "Make `model` ready for `method`: everything trainable, or LoRA layers on a frozen (or NF4) base."
     if method not in METHODS: raise ValueError(f"method={method!r}: use one of {METHODS}.")
@@ -84,7 +87,7 @@ def prepare_model(model, # a causal LM, changed in place
         keep = [n for n in lora_candidates(model) if n not in set(linear_targets(model))]     # the head stays in full precision
         quantize_model(model, skip=tuple(keep) or ('lm_head',))
         if target_modules is None: targets = linear_targets(model)
-    return inject_lora(model, targets, r=r, alpha=alpha, dropout=dropout)
+    return inject_lora(model, targets, r=r, alpha=alpha, dropout=dropout, trainable_tokens=trainable_tokens)
 
 # %% ../nbs/13_library.ipynb #fc479f18
 def _plain_copy(model):
@@ -101,7 +104,7 @@ def _plain_copy(model):
     if hasattr(plain, 'tie_weights'): plain.tie_weights()
     return plain.train(model.training)
 
-def save_model(model, # the trained model: full, LoRA or QLoRA
+def save_finetuned(model, # the trained model: full, LoRA or QLoRA
                tokenizer, # saved with it
                out_dir:str|os.PathLike, # created or replaced, atomically
               )->Path:
@@ -113,7 +116,7 @@ def save_model(model, # the trained model: full, LoRA or QLoRA
     try:
         _plain_copy(model).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if lora_layers(model): save_adapter(model, tmp/'adapter.safetensors')
+        if lora_layers(model): save_adapter(model, tmp/'adapter')
         if out.exists():                                                    # keep what train() wrote (checkpoints, history)
             for f in out.iterdir():
                 if not (tmp/f.name).exists(): shutil.move(str(f), tmp/f.name)
@@ -165,6 +168,7 @@ def finetune(model=None, # None: the shipped base; a hub id or a local directory
              alpha:float=16, # LoRA scale numerator
              dropout:float=0.0, # LoRA dropout
              target_modules:list[str]|str|None=None, # LoRA layers (None: every linear layer but the head)
+             trainable_tokens:list[int]|None=None, # LoRA/QLoRA: token ids whose embedding rows also train
              check_fn:Callable[[dict, str], bool]|None=None, # check_fn(example, answer) -> correct? (None: the course's checkers, else equality)
              eval_before:bool=False, # also evaluate the model before training
              device:str|None=None, # default: CUDA, then MPS, then CPU
@@ -174,9 +178,9 @@ def finetune(model=None, # None: the shipped base; a hub id or a local directory
     if method not in METHODS: raise ValueError(f"method={method!r}: use one of {METHODS}.")
     cfg = make_config(cfg, **overrides)
     train_rows, eval_rows = load_data(data, eval_data, eval_frac, cfg.seed)
-    model, tok = load_model(model, tokenizer, device)
+    model, tok = get_model(model, tokenizer, device)
     torch.manual_seed(cfg.seed)                                          # LoRA's A matrices start random: seed them
-    prepare_model(model, method, r, alpha, dropout, target_modules)
+    prepare_model(model, method, r, alpha, dropout, target_modules, trainable_tokens)
     prompt_fn = alpaca_prompt if cfg.template == 'alpaca' else (lambda e: apply_template(e, tok, cfg.template)[0])
     score = lambda name: evaluate(model, tok, eval_rows, name, prompt_fn=prompt_fn, check_fn=check_fn) if eval_rows else None
     before = score('before') if eval_before else None
@@ -186,7 +190,7 @@ def finetune(model=None, # None: the shipped base; a hub id or a local directory
     result = score(method)
     out = None if out_dir is None else Path(out_dir)
     if out is not None and PartialState().is_main_process:              # one writer under `accelerate launch`
-        save_model(model, tok, out)
+        save_finetuned(model, tok, out)
         info = dict(method=method, config=dataclasses.asdict(cfg), lora=dict(r=r, alpha=alpha, dropout=dropout) if method != 'full' else None,
                     train_rows=len(train_rows), eval_rows=len(eval_rows) if eval_rows else 0, seconds=round(seconds, 1),
                     exact_match=result.accuracy if result else None, compliance=result.compliance if result else None)

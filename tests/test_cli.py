@@ -37,7 +37,7 @@ def test_sft_in_a_process_then_eval_from_the_saved_directory(work, capsys):
     res = json.loads(out.strip().splitlines()[-1])
     assert res['steps'] == 4 and 0 <= res['exact_match'] <= 1 and res['method'] == 'lora'
     assert 'train' in err and 'it/s' in err                                  # the tqdm bar, on stderr
-    assert (work/'run'/'config.json').exists() and (work/'run'/'adapter.safetensors').exists()
+    assert (work/'run'/'config.json').exists() and (work/'run'/'adapter').exists()
     assert main(['eval', '--model', str(work/'run'), '--data', str(work/'test.jsonl'), '--no-progress']) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev['exact_match'] == res['exact_match'] and ev['n'] == 8             # the saved model scores what the trained one did

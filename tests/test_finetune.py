@@ -3,7 +3,7 @@ import json, warnings
 import pytest, torch
 from datasets import Dataset
 from ft_course.data import instruction_dataset, save_jsonl
-from ft_course.finetune import finetune, load_data, make_config, prepare_model, save_model
+from ft_course.finetune import finetune, load_data, make_config, prepare_model, save_finetuned
 from ft_course.lora import lora_layers
 from ft_course.models import load_base
 
@@ -32,11 +32,11 @@ def test_save_model_loads_back_with_the_same_outputs(method, tmp_path):
     with torch.no_grad():
         for l in lora_layers(m).values(): l.lora_B.normal_(0, 0.05)            # a trained-looking adapter
     ids = torch.tensor([tok('### Instruction:\nMake it passive.\n\n### Input:\nThe cat sees the dog.\n\n### Response:\n')['input_ids']])
-    save_model(m, tok, tmp_path/'out')
+    save_finetuned(m, tok, tmp_path/'out')
     back, _ = load_base(tmp_path/'out', device='cpu')
     m.eval()
     with torch.no_grad(): gap = (back(ids).logits - m(ids).logits).abs().max().item()
-    assert gap < 1e-3 and (tmp_path/'out'/'adapter.safetensors').exists()
+    assert gap < 1e-3 and (tmp_path/'out'/'adapter').exists()
     plain, _ = load_base(device='cpu')
     with torch.no_grad(): assert (plain(ids).logits - m(ids).logits).abs().max().item() > 100 * gap   # the adapter is in there
 
