@@ -60,7 +60,9 @@ def test_readme_table_has_run_and_reading_times():
     manifest = json.loads(ud.MANIFEST.read_text()) if ud.MANIFEST.exists() else {}
     for r in rows:
         fn = ROOT / 'nbs' / f"{r[0].strip('`')}.ipynb"
-        run, read = r[3], r[4]
+        assert len(r) == len(ud.HEAD), f"{r[0]}: {len(r)} cells, the header has {len(ud.HEAD)}: run `python tools/update_docs.py`"
+        mod, run, read = r[2], r[3], r[4]
+        assert mod == (f'`{m}`' if (m := ud.module(fn)) else '—'), f"{fn.name}: module column {mod!r}"
         assert re.fullmatch(r'—|\d+ s|\d+\.\d min', run) and re.fullmatch(r'—|\d+ min', read), r
         if fn.name in manifest: assert run == ud.fmt_secs(manifest[fn.name]['seconds']), f"{fn.name}: run `python tools/update_docs.py`"
         if fn.exists(): assert abs(int(read.split()[0]) - ud.reading_minutes(fn)) <= 1, f"{fn.name}: run `python tools/update_docs.py`"

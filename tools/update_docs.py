@@ -45,7 +45,7 @@ def _table_cell(nb:dict) -> tuple:
 def table_rows(nb:dict=None) -> list:
     "The README table's rows, each a list of its cells' text."
     _, lines, s, e = _table_cell(nb or json.loads(INDEX.read_text()))
-    return [[x.strip() for x in l.strip().strip('|').split(' | ')] for l in lines[s + 2:e + 1]]
+    return [[x.strip() for x in l.strip().strip('|').split('|')] for l in lines[s + 2:e + 1]]
 
 def chapter_order(nb:dict=None) -> list:
     "Notebook stems in the README table's order."
@@ -61,7 +61,8 @@ def update_table():
         fn = NBS / f"{r[0].strip('`')}.ipynb"
         run = fmt_secs(times[fn.name]['seconds']) if fn.name in times else '—'
         read = f'{reading_minutes(fn)} min' if fn.exists() else '—'
-        rows.append('| ' + ' | '.join(r[:3] + [run, read]) + ' |')
+        mod = f'`{m}`' if fn.exists() and (m := module(fn)) else '—'
+        rows.append('| ' + ' | '.join(r[:2] + [mod, run, read]) + ' |')
     head = ['| ' + ' | '.join(HEAD) + ' |', '| ' + ' | '.join(['---'] * len(HEAD)) + ' |']
     text = '\n'.join(lines[:s] + head + rows + lines[e + 1:])
     nb['cells'][i]['source'] = text.splitlines(keepends=True)
