@@ -107,8 +107,8 @@ def _say(obj):
     print(json.dumps(obj), flush=True)
 
 def _main_process()->bool:
-    from accelerate import PartialState
-    return PartialState().is_main_process
+    from ft_course.finetune import dist_state
+    return dist_state().is_main_process
 
 def cmd_sft(a:argparse.Namespace)->int:
     "ft-course sft: `finetune` with the options given; prints a JSON summary."
@@ -149,15 +149,16 @@ def cmd_dpo(a:argparse.Namespace)->int:
 def cmd_eval(a:argparse.Namespace)->int:
     "ft-course eval: `evaluate` on instruction rows; the table to stderr, a JSON summary to stdout."
     from ft_course.data import instruction_dataset, load_instructions
-    from ft_course.evaluate import alpaca_prompt, apply_template, evaluate
-    from ft_course.finetune import get_model
+    from ft_course.evaluate import alpaca_prompt, apply_template
+    from ft_course.finetune import evaluate_sharded, get_model
     rows = instruction_dataset()['test'] if a.data is None else load_instructions(a.data, known_tasks=None)
     if a.limit is not None: rows = rows.select(range(min(a.limit, len(rows))))
     model, tok = get_model(a.model, device=a.device)
     prompt_fn = alpaca_prompt if a.template == 'alpaca' else (lambda e: apply_template(e, tok, 'chat')[0])
     check = (lambda e, x: ' '.join(x.lower().split()) == ' '.join(e['output'].lower().split())) if a.check == 'ignore-case' else None
-    res = evaluate(model, tok, rows, a.model or 'base', prompt_fn=prompt_fn, max_new_tokens=a.max_new_tokens,
-                   progress=not a.no_progress, check_fn=check)
+    res = evaluate_sharded(model, tok, rows, a.model or 'base', prompt_fn=prompt_fn, max_new_tokens=a.max_new_tokens,
+                           progress=not a.no_progress and _main_process(), check_fn=check)   # each process answers its share
+    if not _main_process(): return EXIT_OK
     print(res.table().to_string(), file=sys.stderr)
     _say(dict(command='eval', model=a.model or 'base', n=len(res.rows), exact_match=res.accuracy, compliance=res.compliance,
               by_task=res.by_task))

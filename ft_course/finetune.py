@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 from accelerate import PartialState
+from accelerate.utils import gather_object, parse_flag_from_env
 from datasets import Dataset
 from transformers.pytorch_utils import Conv1D
 
@@ -25,8 +26,8 @@ from .quant import NF4Linear, dequantize_model, quantize_model
 from .train import TrainConfig, train
 
 # %% auto #0
-__all__ = ['METHODS', 'load_data', 'get_model', 'linear_targets', 'prepare_model', 'save_finetuned', 'make_config', 'Finetuned',
-           'finetune']
+__all__ = ['METHODS', 'load_data', 'get_model', 'linear_targets', 'prepare_model', 'save_finetuned', 'make_config', 'dist_state',
+           'evaluate_sharded', 'Finetuned', 'finetune']
 
 # %% ../nbs/13_library.ipynb #eaf5eee4
 def load_data(data=None, # None: the course's instruction data; a .json/.jsonl path, a list of dicts or a `datasets.Dataset`
@@ -141,6 +142,21 @@ def make_config(cfg:TrainConfig|None=None, # a starting point (default: `TrainCo
     if overrides.get('max_steps') is not None and 'epochs' not in overrides: overrides['epochs'] = None   # max_steps decides
     return dataclasses.replace(cfg, **overrides)
 
+def dist_state()->PartialState:
+    "Accelerate's process state; like `Accelerator`, it honours `ACCELERATE_USE_CPU` (so CPU processes under torchrun share work over gloo)."
+    return PartialState(cpu=parse_flag_from_env('ACCELERATE_USE_CPU'))
+
+def evaluate_sharded(model, tokenizer, rows, # as for `evaluate`
+                     name:str='model', **kwargs, # `evaluate`'s other arguments
+                    )->EvalResult:
+    "`evaluate`, with the rows split between the processes of an `accelerate launch` run; every process gets the whole result."
+    state = dist_state()
+    if state.num_processes == 1: return evaluate(model, tokenizer, rows, name, **kwargs)
+    rows = list(rows)
+    with state.split_between_processes(list(range(len(rows)))) as idx:    # contiguous shares, in process order
+        part = evaluate(model, tokenizer, [rows[i] for i in idx], name, **kwargs).rows if idx else []
+    return EvalResult(name, gather_object(part))                         # concatenated in process order: the rows' order
+
 @dataclass
 class Finetuned:
     "What `finetune` returns: the trained model and its tokenizer, its evaluation and training history."
@@ -182,19 +198,19 @@ def finetune(model=None, # None: the shipped base; a hub id or a local directory
     torch.manual_seed(cfg.seed)                                          # LoRA's A matrices start random: seed them
     prepare_model(model, method, r, alpha, dropout, target_modules, trainable_tokens)
     prompt_fn = alpaca_prompt if cfg.template == 'alpaca' else (lambda e: apply_template(e, tok, cfg.template)[0])
-    score = lambda name: evaluate(model, tok, eval_rows, name, prompt_fn=prompt_fn, check_fn=check_fn) if eval_rows else None
+    score = lambda name: evaluate_sharded(model, tok, eval_rows, name, prompt_fn=prompt_fn, check_fn=check_fn) if eval_rows else None
     before = score('before') if eval_before else None
     t0 = time.time()
     hist = train(model, train_rows, cfg=cfg, tokenizer=tok)
     seconds = time.time() - t0
     result = score(method)
     out = None if out_dir is None else Path(out_dir)
-    if out is not None and PartialState().is_main_process:              # one writer under `accelerate launch`
+    if out is not None and dist_state().is_main_process:              # one writer under `accelerate launch`
         save_finetuned(model, tok, out)
         info = dict(method=method, config=dataclasses.asdict(cfg), lora=dict(r=r, alpha=alpha, dropout=dropout) if method != 'full' else None,
                     train_rows=len(train_rows), eval_rows=len(eval_rows) if eval_rows else 0, seconds=round(seconds, 1),
                     exact_match=result.accuracy if result else None, compliance=result.compliance if result else None)
         (out/'finetune.json').write_text(json.dumps(info, indent=1))
         (out/'history.json').write_text(json.dumps(hist))
-    PartialState().wait_for_everyone()
+    dist_state().wait_for_everyone()
     return Finetuned(model, tok, result, hist, method, out, before, seconds)

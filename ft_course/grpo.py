@@ -17,7 +17,7 @@ from .evaluate import alpaca_prompt, first_line, is_correct
 from safetensors.torch import load_file, save_file
 from .pretrain import save_checkpoint, load_checkpoint, _unique_tensors, renamed
 from .rollout import (Rollout, sample, token_logprobs, masked_mean, exact_reward, clipped_policy_loss, check_rewards, KLBlowUp,
-                               kl_per_token, context_length)
+                               kl_per_token, check_prompts_fit)
 
 # %% auto #0
 __all__ = ['group_advantages', 'grpo_loss', 'partial_reward', 'GRPOConfig', 'grpo', 'plot_grpo']
@@ -149,13 +149,7 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
     if cfg.group_size < 2: raise ValueError(f"group_size={cfg.group_size}: GRPO compares completions within a group; use 2 or more.")
     if (resume or cfg.save_every) and out_dir is None: raise ValueError("Checkpoints need out_dir: pass grpo(..., out_dir=...), or save_every=0 and resume=False.")
     prompts = [prompt_fn(r) for r in rows]
-    ctx = context_length(model)
-    if ctx is not None:
-        room = ctx - cfg.max_new_tokens
-        for i, p in enumerate(prompts):
-            n = len(tokenizer(p, add_special_tokens=False)['input_ids'])
-            if n > room: raise ValueError(f"Prompt of row {i} is {n} tokens, but the context ({ctx}) minus max_new_tokens "
-                                          f"({cfg.max_new_tokens}) leaves {room}: drop or shorten it, or lower max_new_tokens.")
+    check_prompts_fit(model, tokenizer, prompts, cfg.max_new_tokens, 'the prompt of row')   # fail now, not mid-run
     dev = next(model.parameters()).device
     ref = copy.deepcopy(model).eval().requires_grad_(False)            # the frozen start: KL is measured against it
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)

@@ -26,11 +26,14 @@ def leaderboard_row(model, tok, # any Hugging Face causal LM and its tokenizer
                     stories:list[str]|None=None, # unseen text: perplexity measures forgetting
                     prompt_fn=alpaca_prompt, # how an example becomes a prompt (e.g. few-shot)
                     kl_prompts:int=64, # held-out prompts sampled for the KL
+                    result:EvalResult|None=None, # `model`'s evaluation on `rows` if one was made (e.g. `Finetuned.result`): reused, not redone
                     **costs, # what training cost: train_s, peak_MiB, trainable, ... (copied into the row)
                    )->tuple[dict, EvalResult]:
     "One model measured as every other on the board: exact match (overall and per task), compliance, reward, KL, forgetting, costs."
     rows = list(rows)
-    res = evaluate(model, tok, rows, name=name, prompt_fn=prompt_fn)
+    if result is not None and [r['output'] for r in result.rows] != [e['output'] for e in rows]:
+        raise ValueError(f"result holds {len(result.rows)} answers that are not for these {len(rows)} rows: pass the evaluation on `rows`, or None.")
+    res = EvalResult(name, result.rows) if result is not None else evaluate(model, tok, rows, name=name, prompt_fn=prompt_fn)
     row = dict(exact_match=res.accuracy, compliance=res.compliance)
     if rm is not None:
         preds = [r['prediction'] for r in res.rows]
@@ -49,11 +52,13 @@ def plot_leaderboard(table:pd.DataFrame, # rows: models; columns include exact_m
     "Exact match against peak training memory and against training time, one labelled point per model."
     fig, axs = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, col, label in zip(axs, ['peak_MiB', 'train_s'], ['peak training memory (MiB)', 'training seconds']):
+        at = {}                                                  # labels already at a point: stack the next one below
         for i, (name, r) in enumerate(table.iterrows()):
             if name == reference: ax.axhline(r['exact_match'], color='grey', ls='--', lw=1); continue
             x = float(r[col]) if pd.notna(r[col]) else 0.0
+            k = at[key] = at.get(key := (round(x, 6), round(float(r['exact_match']), 6)), -1) + 1
             ax.scatter(x, r['exact_match'], color=f'C{i % 10}', s=40)
-            ax.annotate(name, (x, r['exact_match']), fontsize=8, xytext=(4, 3), textcoords='offset points')
+            ax.annotate(name, (x, r['exact_match']), fontsize=8, xytext=(4, 3 - 10 * k), textcoords='offset points', color=f'C{i % 10}')
         ax.set_xlabel(label); ax.set_ylabel('held-out exact match'); ax.set_ylim(-0.03, 1.05)
     axs[0].set_title('what it buys vs memory'); axs[1].set_title('what it buys vs time')
     fig.tight_layout()

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from .evaluate import alpaca_prompt, evaluate
 from .pretrain import save_checkpoint, load_checkpoint, renamed
-from .rollout import (Rollout, sample, masked_mean, clipped_policy_loss, kl_per_token, context_length,
-                               exact_reward, _check_prompts, completion_logits, logprobs_from_logits, token_logprobs,
+from .rollout import (Rollout, sample, masked_mean, clipped_policy_loss, kl_per_token, check_prompts_fit,
+                               exact_reward, completion_logits, logprobs_from_logits, token_logprobs,
                                check_rewards, KLBlowUp)
 
 # %% auto #0
@@ -47,12 +47,12 @@ def per_token_rewards(scores:torch.Tensor, # (B,) one score per completion
                       logp:torch.Tensor, # (B, T) log-probs under the policy that sampled
                       ref_logp:torch.Tensor, # (B, T) log-probs under the reference
                       mask:torch.Tensor, # (B, T) 1 on completion tokens
-                      kl_coef:float, # beta
+                      beta:float, # the KL coefficient
                      )->tuple[torch.Tensor, torch.Tensor]:
     "Per-token rewards −β·KL + score at the last token, and the per-token KL (log π − log π_ref); (B,T) each."
     mask = mask.to(logp.dtype)
     kl = kl_per_token(logp, ref_logp, 'k1') * mask
-    rewards = -kl_coef * kl
+    rewards = -beta * kl
     last = mask.sum(1).long() - 1                                    # index of EOS, or of the last token
     rewards[torch.arange(len(last), device=rewards.device), last] += scores.to(rewards)
     return rewards, kl
@@ -104,7 +104,7 @@ class PPOConfig:
     minibatches:int=1 # minibatches per pass (each holds whole prompt groups)
     lr:float=2e-4 # AdamW learning rate (constant)
     adam_eps:float=1e-5 # Adam's epsilon (the checklist's value; PyTorch's default is 1e-8)
-    kl_coef:float=0.05 # beta: the per-token penalty on log π − log π_ref
+    beta:float=0.05 # the KL coefficient: the per-token penalty on log π − log π_ref (TRL's GRPOConfig and DPOConfig call it beta too)
     gamma:float=1.0 # discount
     lam:float=0.95 # GAE lambda
     clip:float=0.2 # policy ratio clip
@@ -123,8 +123,10 @@ class PPOConfig:
     steps:InitVar[int|None]=None # deprecated (one release): max_steps
     max_grad_norm:InitVar[float|None]=None # deprecated (one release): grad_clip
     time_budget:InitVar[float|None]=None # deprecated (one release): max_seconds
+    kl_coef:InitVar[float|None]=None # deprecated (one release): beta
 
-    def __post_init__(self, steps, max_grad_norm, time_budget):
+    def __post_init__(self, steps, max_grad_norm, time_budget, kl_coef):
+        if kl_coef is not None: renamed('PPOConfig', 'kl_coef', 'beta'); self.beta = kl_coef
         if steps is not None: renamed('PPOConfig', 'steps', 'max_steps'); self.max_steps = steps
         if max_grad_norm is not None: renamed('PPOConfig', 'max_grad_norm', 'grad_clip'); self.grad_clip = max_grad_norm
         if time_budget is not None: renamed('PPOConfig', 'time_budget', 'max_seconds'); self.max_seconds = time_budget
@@ -133,7 +135,7 @@ class PPOConfig:
         if self.prompts_per_step < self.minibatches:
             raise ValueError(f"minibatches={self.minibatches} is more than prompts_per_step={self.prompts_per_step}: a minibatch holds whole prompt groups.")
         if not self.lr > 0: raise ValueError(f"lr={self.lr}: use a positive learning rate.")
-        if self.kl_coef < 0: raise ValueError(f"kl_coef={self.kl_coef}: use 0 (no penalty) or more.")
+        if self.beta < 0: raise ValueError(f"beta={self.beta}: use 0 (no KL penalty) or more.")
         if not 0 < self.clip < 1: raise ValueError(f"clip={self.clip}: use a value in (0, 1), e.g. 0.2.")
 
 # %% ../nbs/09b_ppo.ipynb #368dba2c
@@ -163,9 +165,7 @@ def ppo(policy, # a Hugging Face causal LM, trained in place
     rows = list(rows)
     if not rows: raise ValueError("ppo needs at least one training row.")
     prompts = [alpaca_prompt(r) for r in rows]
-    ctx = context_length(policy)
-    _check_prompts(tokenizer(prompts, add_special_tokens=False)['input_ids'],
-                   None if ctx is None else ctx - cfg.max_new_tokens, 'training prompt')   # fail now, not at step 37
+    check_prompts_fit(policy, tokenizer, prompts, cfg.max_new_tokens, 'training prompt')   # fail now, not at step 37
     dev = next(policy.parameters()).device
     ref = (ref if ref is not None else copy.deepcopy(policy)).eval().requires_grad_(False)
     pv = PolicyAndValue(policy).to(dev).eval()                      # eval(): no dropout, in rollouts and updates alike
@@ -196,7 +196,7 @@ def ppo(policy, # a Hugging Face causal LM, trained in place
         if not any(roll.texts):
             raise RuntimeError(f"Step {step}: every completion is empty (the policy emits EOS at once), so there is nothing to learn from. "
                                "At the first step, check that the prompts end where an answer starts; later, the policy has collapsed: "
-                               f"lower lr (now {cfg.lr}) or raise kl_coef (now {cfg.kl_coef}) and resume from the last checkpoint.")
+                               f"lower lr (now {cfg.lr}) or raise beta (now {cfg.beta}) and resume from the last checkpoint.")
         # 2. score: one number per completion, checked; the gold reward is only logged
         scores = check_rewards(reward_fn(roll, step_rows), B)
         gold = check_rewards(gold_fn(roll, step_rows), B, 'gold_fn') if gold_fn is not None else torch.full((B,), float('nan'))
@@ -205,13 +205,13 @@ def ppo(policy, # a Hugging Face causal LM, trained in place
         with torch.no_grad():
             old_logp, old_values, _ = pv(roll, cfg.temperature, group=n)
             ref_logp = token_logprobs(ref, roll, cfg.temperature, group=n)
-            rewards, kl = per_token_rewards(shaped, old_logp, ref_logp, mask, cfg.kl_coef)
+            rewards, kl = per_token_rewards(shaped, old_logp, ref_logp, mask, cfg.beta)
             adv, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             adv = whiten(adv, mask)
         seq_kl = kl.sum(1).mean().item()
         if not math.isfinite(seq_kl) or seq_kl > cfg.max_kl:
             msg = (f"Step {step}: the KL to the reference is {seq_kl:.1f} nats per completion, over max_kl={cfg.max_kl}: "
-                   f"lower lr (now {cfg.lr}) or raise kl_coef (now {cfg.kl_coef}).")
+                   f"lower lr (now {cfg.lr}) or raise beta (now {cfg.beta}).")
             if ckpt and (Path(ckpt)/'state.json').exists():
                 good, _ = load_checkpoint(ckpt, pv, opt)
                 msg += f" The policy was restored from the last good checkpoint, {ckpt} (step {good}); resume=True continues from it."

@@ -19,9 +19,10 @@ from .models import base_dir, context_length, load_base, pad_token_id, with_bos
 from .train import TrainConfig, train
 
 # %% auto #0
-__all__ = ['START_DEMOS', 'START_STEPS', 'START_LR', 'cache_dir', 'alignment_start', 'Rollout', 'encode', 'filter_logits',
-           'sample', 'completion_logits', 'logprobs_from_logits', 'token_logprobs', 'masked_mean', 'rl_prompts',
-           'exact_reward', 'check_rewards', 'KLBlowUp', 'clipped_policy_loss', 'kl_per_token']
+__all__ = ['START_DEMOS', 'START_STEPS', 'START_LR', 'cache_dir', 'alignment_start', 'Rollout', 'prompt_ids', 'check_prompts_fit',
+           'encode', 'filter_logits', 'sample', 'completion_logits', 'logprobs_from_logits', 'token_logprobs',
+           'masked_mean', 'rl_prompts', 'exact_reward', 'check_rewards', 'KLBlowUp', 'clipped_policy_loss',
+           'kl_per_token']
 
 # %% ../nbs/09_rollouts.ipynb #549e379a
 START_DEMOS, START_STEPS, START_LR = 100, 150, 1e-3   # the recipe: 100 demonstrations, 150 steps of SFT at lr 1e-3
@@ -108,6 +109,17 @@ def _check_prompts(prompt_ids:list[list[int]], room:int|None, what:str='prompt')
             raise ValueError(f"{what} {i} is {len(p)} tokens long, but the context leaves it only {room} "
                              "(context length minus max_new_tokens): shorten the prompt or lower max_new_tokens.")
 
+def prompt_ids(tokenizer, # a Hugging Face tokenizer
+               prompts:list[str], # prompt texts
+              )->list[list[int]]:
+    "Prompt token ids as the sampler and the trainers feed them: no special tokens, except BOS where the tokenizer adds one."
+    return with_bos(tokenizer, tokenizer(list(prompts), add_special_tokens=False)['input_ids'])
+
+def check_prompts_fit(model, tokenizer, prompts:list[str], max_new_tokens:int, what:str='prompt'):
+    "Fail up front, naming the row, when a prompt (BOS counted) leaves no room for `max_new_tokens` in the model's context."
+    ctx = context_length(model)
+    _check_prompts(prompt_ids(tokenizer, prompts), None if ctx is None else ctx - max_new_tokens, what)
+
 # %% ../nbs/09_rollouts.ipynb #f39ff7f1
 def encode(tokenizer, # a Hugging Face tokenizer
            prompts:list[str], # prompt texts
@@ -119,7 +131,7 @@ def encode(tokenizer, # a Hugging Face tokenizer
     if completions is not None and len(completions) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions: pass one completion per prompt.")
     pad = pad_token_id(tokenizer)
-    p = with_bos(tokenizer, tokenizer(list(prompts), add_special_tokens=False)['input_ids'])
+    p = prompt_ids(tokenizer, prompts)
     _check_prompts(p, None)
     if completions is None: c = [[] for _ in p]
     else:
@@ -179,7 +191,7 @@ def sample(model, # any Hugging Face causal LM
     if room is not None and room < 1: raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {ctx}.")
     prompts = list(prompts)
     if prompts and not isinstance(prompts[0], str): ids = [list(map(int, p)) for p in prompts]
-    else: ids = with_bos(tokenizer, tokenizer(prompts, add_special_tokens=False)['input_ids'])
+    else: ids = prompt_ids(tokenizer, prompts)
     _check_prompts(ids, room)
     dev = next(model.parameters()).device
     gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None

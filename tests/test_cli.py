@@ -10,9 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false'}
 CLI = [sys.executable, '-m', 'ft_course.cli']
 
-def cli(*args, stdin=None, prefix=CLI, timeout=180):
+def cli(*args, stdin=None, prefix=CLI, timeout=180, env=None):
     "Run the command line in a fresh process: (exit code, stdout, stderr)."
-    r = subprocess.run([*prefix, *map(str, args)], capture_output=True, text=True, env=ENV, input=stdin, timeout=timeout, cwd=ROOT)
+    r = subprocess.run([*prefix, *map(str, args)], capture_output=True, text=True, env={**ENV, **(env or {})}, input=stdin,
+                       timeout=timeout, cwd=ROOT)
     return r.returncode, r.stdout, r.stderr
 
 @pytest.fixture(scope='module')
@@ -118,3 +119,43 @@ def test_accelerate_launch_runs_a_tiny_job(work, tmp_path):
                                  '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'ft_course.cli'])
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])['steps'] == 2 and (tmp_path/'acc'/'model.safetensors').exists()
+
+SHARDED = '''
+import json, sys
+import ft_course.finetune as F
+from accelerate import PartialState
+from ft_course.data import load_instructions
+from ft_course.models import load_base
+seen = []
+_evaluate = F.evaluate
+F.evaluate = lambda m, t, rows, *a, **k: (seen.append(len(rows)), _evaluate(m, t, rows, *a, **k))[1]   # count each process's rows
+m, t = load_base(sys.argv[1], device='cpu')
+res = F.evaluate_sharded(m, t, load_instructions(sys.argv[2], known_tasks=None), 'm')
+print(json.dumps(dict(rank=PartialState().process_index, own=seen, predictions=[r['prediction'] for r in res.rows])), flush=True)
+'''
+
+# Two CPU processes: `accelerate launch` starts several CPU processes only through mpirun, so these use torch's own launcher,
+# torchrun, with ACCELERATE_USE_CPU=1 as `accelerate launch --cpu` sets it; accelerate then joins the processes over gloo.
+TWO_CPU = dict(prefix=[sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517'],
+               env=dict(ACCELERATE_USE_CPU='1'))
+
+def test_evaluation_is_split_between_processes(work, tmp_path):
+    "With two processes each answers half of the rows, and both get every answer, in the rows' order."
+    from ft_course.data import load_instructions
+    from ft_course.evaluate import evaluate
+    script = tmp_path/'sharded.py'; script.write_text(SHARDED)
+    rows = load_instructions(work/'test.jsonl', known_tasks=None)
+    m, t = load_base(work/'base', device='cpu')
+    alone = [r['prediction'] for r in evaluate(m, t, rows).rows]
+    code, out, err = cli(script, work/'base', work/'test.jsonl', prefix=TWO_CPU['prefix'], env=TWO_CPU['env'])
+    assert code == 0, err
+    runs = sorted((json.loads(l) for l in out.splitlines() if l.startswith('{')), key=lambda d: d['rank'])
+    assert [d['rank'] for d in runs] == [0, 1]
+    assert [d['own'] for d in runs] == [[len(rows) // 2], [len(rows) - len(rows) // 2]]   # each its share, not all of them
+    assert runs[0]['predictions'] == runs[1]['predictions'] == alone
+
+def test_eval_command_prints_once_under_two_processes(work):
+    code, out, err = cli('-m', 'ft_course.cli', 'eval', '--model', work/'base', '--data', work/'test.jsonl', '--no-progress', **TWO_CPU)
+    assert code == 0, err
+    lines = [l for l in out.splitlines() if l.startswith('{')]
+    assert len(lines) == 1 and json.loads(lines[0])['n'] == 8, out

@@ -35,6 +35,17 @@ def test_leaderboard_row_measures_every_column(models, tokenizer, rows):
     assert same['kl_to_start'] == 0.0                                             # the start against itself
     assert 'reward' not in same and 'ppl_stories' not in same                    # only what was asked for
 
+def test_leaderboard_row_reuses_an_evaluation_already_made(models, tokenizer, rows, monkeypatch):
+    import ft_course.playground as P
+    from ft_course.evaluate import evaluate
+    made = evaluate(models['a'], tokenizer, rows, 'a')
+    fresh, _ = leaderboard_row(models['a'], tokenizer, rows, 'a')
+    monkeypatch.setattr(P, 'evaluate', lambda *a, **k: pytest.fail('evaluated again'))
+    reused, res = leaderboard_row(models['a'], tokenizer, rows, 'a', result=made)
+    assert reused == fresh and res.rows == made.rows
+    with pytest.raises(ValueError, match='not for these 5 rows'):
+        leaderboard_row(models['a'], tokenizer, rows[:5], 'a', result=made)
+
 def test_compare_answers_is_greedy_by_default_and_checks_input(models, tokenizer, rows):
     e = rows[0]
     t = compare_answers(models, tokenizer, e['instruction'], e['input'], example=e)

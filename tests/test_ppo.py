@@ -97,6 +97,27 @@ def test_prompt_longer_than_context(tiny):
     with pytest.raises(ValueError, match="training prompt 1 is .* tokens long.*lower max_new_tokens"):
         ppo(model, tok, [ROWS[0], long_row], zero_reward, PPOConfig(**FAST))
 
+def test_prompt_check_counts_bos():
+    "A Llama-style tokenizer puts BOS in front of every prompt the sampler feeds: the up-front context check counts it too."
+    from ft_course.grpo import GRPOConfig, grpo
+    from ft_course.rollout import check_prompts_fit, prompt_ids
+    from test_pretrain_models import _llama_tokenizer
+    lt = _llama_tokenizer(); lt.pad_token = lt.eos_token
+    cfg = GPT2Config(vocab_size=len(lt), n_positions=32, n_embd=16, n_layer=1, n_head=2, bos_token_id=lt.bos_token_id, eos_token_id=lt.eos_token_id)
+    m = GPT2LMHeadModel(cfg)
+    n = len(lt('abc def', add_special_tokens=False)['input_ids'])
+    assert prompt_ids(lt, ['abc def']) == [[lt.bos_token_id] + lt('abc def', add_special_tokens=False)['input_ids']]
+    check_prompts_fit(m, lt, ['abc def'], 32 - n - 1)                  # BOS + prompt fills the room exactly
+    with pytest.raises(ValueError, match=f"prompt 0 is {n + 1} tokens long, but the context leaves it only {n}"):
+        check_prompts_fit(m, lt, ['abc def'], 32 - n)                  # without BOS it would have fitted
+    rows = [dict(instruction='abc', input='def', output='x')]
+    L = len(prompt_ids(lt, [alpaca_prompt(rows[0])])[0])             # BOS counted
+    m = GPT2LMHeadModel(GPT2Config(**{**cfg.to_dict(), 'n_positions': L + 4}))
+    with pytest.raises(ValueError, match=f"training prompt 0 is {L} tokens long, but the context leaves it only {L - 1}"):
+        ppo(m, lt, rows, lambda r, x: torch.zeros(len(r)), PPOConfig(**{**FAST, 'max_new_tokens': 5}), gold_fn=None)
+    with pytest.raises(ValueError, match=f"the prompt of row 0 is {L} tokens long"):
+        grpo(m, lt, rows, lambda r, x: torch.zeros(len(r)), GRPOConfig(max_steps=1, prompts_per_step=1, group_size=2, max_new_tokens=5, save_every=0))
+
 def test_every_completion_empty(tiny):
     model, tok = tiny
     eos_only = copy.deepcopy(model)
@@ -109,8 +130,8 @@ def test_every_completion_empty(tiny):
 def test_kl_blow_up_stops_and_restores_last_good_checkpoint(tiny, tmp_path):
     model, tok = tiny
     policy = copy.deepcopy(model)
-    cfg = PPOConfig(**{**FAST, 'max_steps': 6, 'epochs': 4}, lr=3e-2, kl_coef=0.0, max_kl=0.5, save_every=1)
-    with pytest.raises(KLBlowUp, match=r"max_kl=0.5: lower lr \(now 0.03\) or raise kl_coef.*restored from the last good checkpoint") as e:
+    cfg = PPOConfig(**{**FAST, 'max_steps': 6, 'epochs': 4}, lr=3e-2, beta=0.0, max_kl=0.5, save_every=1)
+    with pytest.raises(KLBlowUp, match=r"max_kl=0.5: lower lr \(now 0.03\) or raise beta.*restored from the last good checkpoint") as e:
         ppo(policy, tok, ROWS, length_reward, cfg, gold_fn=None, out_dir=tmp_path/'run')
     state = json.loads((tmp_path/'run'/'checkpoint'/'state.json').read_text())
     good = state['step']
@@ -119,7 +140,7 @@ def test_kl_blow_up_stops_and_restores_last_good_checkpoint(tiny, tmp_path):
     saved = load_file(tmp_path/'run'/'checkpoint'/'model.safetensors')
     assert 'v_head.weight' in saved
     assert torch.equal(saved['policy.transformer.h.0.mlp.c_fc.weight'], policy.transformer.h[0].mlp.c_fc.weight)
-    calmer = PPOConfig(**{**FAST, 'max_steps': good + 1}, lr=1e-5, kl_coef=0.0, max_kl=0.5, save_every=1)   # the knob turned: resume
+    calmer = PPOConfig(**{**FAST, 'max_steps': good + 1}, lr=1e-5, beta=0.0, max_kl=0.5, save_every=1)   # the knob turned: resume
     h = ppo(policy, tok, ROWS, length_reward, calmer, gold_fn=None, out_dir=tmp_path/'run', resume=True)
     assert [s['step'] for s in h['steps']] == list(range(1, good + 2))
 
@@ -157,9 +178,10 @@ def test_old_names_warn_and_still_work(tiny, tmp_path):
     "steps, max_grad_norm, time_budget, and ppo(eval_data=, checkpoint=, progress=) keep working for one release, with a warning."
     model, tok = tiny
     with pytest.warns(DeprecationWarning) as rec:
-        old = PPOConfig(**{k: v for k, v in FAST.items() if k != 'max_steps'}, steps=2, max_grad_norm=0.5, time_budget=100.0)
-    assert (old.max_steps, old.grad_clip, old.max_seconds) == (2, 0.5, 100.0) and len(rec) == 3
-    new = PPOConfig(**FAST, grad_clip=0.5, max_seconds=100.0)
+        old = PPOConfig(**{k: v for k, v in FAST.items() if k != 'max_steps'}, steps=2, max_grad_norm=0.5, time_budget=100.0, kl_coef=0.1)
+    assert (old.max_steps, old.grad_clip, old.max_seconds, old.beta) == (2, 0.5, 100.0, 0.1) and len(rec) == 4
+    assert any("'kl_coef' is deprecated" in str(w.message) and "use 'beta'" in str(w.message) for w in rec)
+    new = PPOConfig(**FAST, grad_clip=0.5, max_seconds=100.0, beta=0.1)
     assert asdict(old) == asdict(new)
     with pytest.warns(DeprecationWarning, match="'checkpoint' is deprecated"):
         h_old = ppo(copy.deepcopy(model), tok, ROWS, length_reward, old, checkpoint=tmp_path/'ck', eval_data=ROWS[:2], progress=False)
