@@ -8,12 +8,12 @@ Docs: https://ft-course.github.io/ft-course/gpt.html.md"""
 __all__ = ['GPTConfig', 'build_attn_mask', 'CausalSelfAttention', 'MLP', 'Block', 'GPT', 'gpt_to_hf', 'gpt_from_hf',
            'gpt_generate', 'generate']
 
-# %% ../nbs/02b_gpt.ipynb #20da2b4e
+# %% ../nbs/02b_gpt.ipynb #21514cdc
 import math, warnings, torch, torch.nn as nn, torch.nn.functional as F
 from dataclasses import dataclass
 from transformers import GPT2Config, GPT2LMHeadModel
 
-# %% ../nbs/02b_gpt.ipynb #63cfc9c5
+# %% ../nbs/02b_gpt.ipynb #89162085
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # HF names for the tanh approximation
 
 @dataclass
@@ -60,7 +60,7 @@ class GPTConfig:
                   initializer_range=0.02, tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos)
         return GPT2Config(**{**kw, **kwargs})
 
-# %% ../nbs/02b_gpt.ipynb #620691a2
+# %% ../nbs/02b_gpt.ipynb #6a6c417a
 def build_attn_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     "Boolean `(B, 1, T, T)` mask (True = may attend) from a `(B, T)` padding mask; None if nothing is padded."
     if attention_mask is None or bool(attention_mask.all()): return None
@@ -90,7 +90,7 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)                # (B, nh, T, hd) -> (B, T, C)
         return self.resid_drop(self.c_proj(y))
 
-# %% ../nbs/02b_gpt.ipynb #eb803372
+# %% ../nbs/02b_gpt.ipynb #1b84c860
 class MLP(nn.Module):
     "Position-wise feed-forward: C -> 4C -> GELU(tanh) -> C."
     def __init__(self, cfg: GPTConfig):
@@ -102,7 +102,7 @@ class MLP(nn.Module):
     def forward(self, x):                                                   # (B, T, C)
         return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))  # (B, T, 4C) inside
 
-# %% ../nbs/02b_gpt.ipynb #01c03857
+# %% ../nbs/02b_gpt.ipynb #db1cdc0d
 class Block(nn.Module):
     "Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."
     def __init__(self, cfg: GPTConfig):
@@ -116,7 +116,7 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), mask)
         return x + self.mlp(self.ln_2(x))
 
-# %% ../nbs/02b_gpt.ipynb #2ce594a8
+# %% ../nbs/02b_gpt.ipynb #71064bf6
 class GPT(nn.Module):
     "GPT-2-layout decoder in plain PyTorch; parameter names follow HF's `GPT2LMHeadModel`."
     def __init__(self, cfg: GPTConfig):
@@ -159,7 +159,7 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
 
-# %% ../nbs/02b_gpt.ipynb #68710bb2
+# %% ../nbs/02b_gpt.ipynb #1806035d
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 def gpt_to_hf(model: GPT, **config_kwargs) -> GPT2LMHeadModel:
@@ -191,7 +191,7 @@ def gpt_from_hf(hf_model: GPT2LMHeadModel) -> GPT:
     if missing or unexpected: raise RuntimeError(f"weight mismatch: missing={missing}, unexpected={unexpected}")
     return model.train(hf_model.training)
 
-# %% ../nbs/02b_gpt.ipynb #381e38b6
+# %% ../nbs/02b_gpt.ipynb #7c906d8c
 @torch.no_grad()
 def gpt_generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
                  top_k: int | None = None, eos_token_id: int | None = None) -> torch.Tensor:

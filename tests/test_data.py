@@ -168,3 +168,31 @@ def test_tokenize_masks_prompt(tokenizer):
     trained = [i for i, l in zip(chat['input_ids'], chat['labels']) if l != -100]
     assert tokenizer.decode(trained) == GOOD['output'] + tokenizer.eos_token
     assert len(tokenize_example(GOOD, tokenizer, max_length=10)['input_ids']) == 10
+
+def test_max_length_counts_eos_like_tokenize_dataset():
+    "load_instructions and tokenize_dataset count the same tokens (EOS included): a row at the limit is kept or dropped by both."
+    from ft_course.models import load_base
+    from ft_course.sft import tokenize_dataset
+    _, tok = load_base()
+    n = len(tokenize_example(GOOD, tok)['input_ids'])
+    assert tokenize_example(GOOD, tok)['input_ids'][-1] == tok.eos_token_id
+    for limit, kept in ((n, 1), (n - 1, 0)):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DataWarning)
+            if kept: ours = load_instructions([GOOD], tok, max_length=limit)
+            else:
+                with pytest.raises(ValueError, match='Every row is longer'): load_instructions([GOOD], tok, max_length=limit)
+            if kept: assert len(tokenize_dataset(ours, tok, max_length=limit)) == 1
+            else:
+                with pytest.raises(ValueError, match='longer than max_length'): tokenize_dataset([GOOD], tok, max_length=limit)
+
+def test_truncate_keeps_room_for_eos():
+    "on_long='truncate' shortens the output so that the whole example, EOS included, fits."
+    from ft_course.models import load_base
+    _, tok = load_base()
+    n = len(tokenize_example(GOOD, tok)['input_ids'])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DataWarning)
+        short = load_instructions([GOOD], tok, max_length=n - 2, on_long='truncate')
+    t = tokenize_example(short[0], tok)['input_ids']
+    assert len(t) <= n - 2 and t[-1] == tok.eos_token_id

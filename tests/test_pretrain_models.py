@@ -157,3 +157,15 @@ def test_old_names_still_work_with_a_warning(tmp_path, tokenizer):
     from types import SimpleNamespace
     with pytest.warns(DeprecationWarning, match="cfg.steps"):                   # a schedule object with the old field
         assert lr_at(50, SimpleNamespace(lr=1.0, min_lr=0.1, warmup=10, steps=100)) == lr_at(50, PretrainConfig(max_steps=100, warmup=10, lr=1.0, min_lr=0.1))
+
+def test_defaults_are_the_shipped_recipe():
+    "PretrainConfig() rebuilds the config that recipe.json of the shipped base records (old names mapped)."
+    from dataclasses import asdict
+    from ft_course.models import base_dir
+    recorded = json.loads((base_dir() / 'recipe.json').read_text())['config']
+    recorded = {('max_steps' if k == 'steps' else k): v for k, v in recorded.items()}
+    minutes = recorded.pop('max_minutes', None)
+    defaults = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(PretrainConfig()).items()}
+    assert defaults.pop('progress') is True
+    assert defaults.pop('max_seconds') == (None if minutes is None else 60 * minutes)
+    assert defaults == recorded
