@@ -272,17 +272,24 @@ def preference_dataset(n:int=1000, # number of pairs
                        seed:int=0, # the same seed gives the same pairs
                        tasks:Iterable[str]|None=None, # task names (default: all)
                        preamble:bool=False, # add the Alpaca preamble to prompts
+                       combos:str='all', # 'train': drop the (verb, object) combinations `instruction_dataset` holds out for its test split; 'heldout': only those
                       )->Dataset:
     "Prompt / chosen / rejected pairs in which `rejected` is a typical failure."
+    if combos not in ('all', 'train', 'heldout'): raise ValueError(f"combos={combos!r}: use 'all', 'train' (no held-out combinations) or 'heldout'.")
     names = list(TASKS) if tasks is None else list(tasks)
-    rng, rows = random.Random(f"pref-{seed}"), []
-    for i in range(n):
-        t = TASKS[names[i % len(names)]]
+    held = None if combos == 'all' else _heldout_pairs(0)
+    rng, rows, i = random.Random(f"pref-{seed}"), [], 0
+    while len(rows) < n:                            # row i depends on i alone, so a filtered set is a subsequence of the full one
+        t = TASKS[names[i % len(names)]]; i += 1
         c = t.sample(rng, rng.choice(AGENTS), rng.choice(VERBS), rng.choice(OBJECTS))
         fails = _failures(t, c)
         kind = rng.choice(sorted(fails))
-        rows.append(dict(prompt=format_prompt(rng.choice(t.instructions), render(c), preamble), chosen=t.answer_fn(c),
-                         rejected=fails[kind], task=t.name, failure=kind, input=render(c)))
+        row = dict(prompt=format_prompt(rng.choice(t.instructions), render(c), preamble), chosen=t.answer_fn(c),
+                   rejected=fails[kind], task=t.name, failure=kind, input=render(c))
+        if held is not None:
+            p = parse(row['input'])
+            if ((p.verb.base, p.obj) in held) != (combos == 'heldout'): continue
+        rows.append(row)
     return Dataset.from_list(rows)
 
 # %% ../nbs/03_instruction_data.ipynb #83a378e4

@@ -12,7 +12,7 @@ __all__ = ['DPO_RECIPE', 'GRPO_RECIPE', 'PPO_RECIPE', 'weight_bytes', 'train_pai
 import copy, time
 from dataclasses import dataclass, field
 import torch
-from .data import preference_dataset, parse, _heldout_pairs
+from .data import preference_dataset
 from .evaluate import alpaca_prompt
 from .memory import training_step_memory
 from .rollout import rl_prompts, exact_reward, sample, token_logprobs, masked_mean, clipped_policy_loss
@@ -29,9 +29,7 @@ def train_pairs(n:int=800, # how many pairs
                )->list[dict]:
     "Gold-vs-typical-failure pairs whose (verb, object) combination is not held out for testing (as chapter 10 uses them)."
     if n < 1: raise ValueError(f"n={n}: ask for at least one pair.")
-    held = _heldout_pairs(0)
-    keep = lambda r: (parse(r['input']).verb.base, parse(r['input']).obj) not in held
-    return [r for r in preference_dataset(n + n // 2) if keep(r)][:n]   # about 10 % of combinations are held out
+    return preference_dataset(n, combos='train').to_list()
 
 @dataclass
 class Run:

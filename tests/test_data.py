@@ -196,3 +196,15 @@ def test_truncate_keeps_room_for_eos():
         short = load_instructions([GOOD], tok, max_length=n - 2, on_long='truncate')
     t = tokenize_example(short[0], tok)['input_ids']
     assert len(t) <= n - 2 and t[-1] == tok.eos_token_id
+
+def test_preference_pairs_can_leave_out_the_test_combinations():
+    "combos='train' drops the (verb, object) combinations the test split holds out, 'heldout' keeps only those; both are the full set's subsequences."
+    from ft_course.data import _heldout_pairs, parse, preference_dataset
+    held = _heldout_pairs(0)
+    uses = lambda r: (parse(r['input']).verb.base, parse(r['input']).obj) in held
+    full = preference_dataset(600).to_list()
+    train, only = preference_dataset(300, combos='train').to_list(), preference_dataset(20, combos='heldout').to_list()
+    assert len(train) == 300 and len(only) == 20
+    assert not any(map(uses, train)) and all(map(uses, only)) and any(map(uses, full))
+    assert train == [r for r in full if not uses(r)][:300] and only == [r for r in full if uses(r)][:20]
+    with pytest.raises(ValueError, match="combos='test'.*'heldout'"): preference_dataset(5, combos='test')
