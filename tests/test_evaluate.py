@@ -22,12 +22,40 @@ def test_generation_is_batch_invariant_and_restores_state(tiny, tokenizer):
     assert out == [generate(tiny, tokenizer, [p], max_new_tokens=6)[0] for p in prompts]
     assert tiny.training and tokenizer.padding_side == 'right'
 
-def test_pad_token_fix_up(tiny, tokenizer):
+def test_generate_and_perplexity_leave_the_tokenizer_alone(tiny, tokenizer):
     import copy
     t = copy.deepcopy(tokenizer); t.pad_token = None
     assert t.pad_token_id is None
-    generate(tiny, t, ["The chef"], max_new_tokens=2)
-    assert t.pad_token == t.eos_token
+    assert generate(tiny, t, ["The chef", "Who"], max_new_tokens=2) == generate(tiny, tokenizer, ["The chef", "Who"], max_new_tokens=2)
+    perplexity(tiny, t, ["The chef cooks.", "The meal is cooked by the chef every day."])
+    assert t.pad_token is None                                                  # no side effect on the caller's tokenizer
+
+def test_perplexity_ignores_the_padding_side(tiny, tokenizer):
+    import copy
+    texts = ["The chef cooks.", "The meal is cooked by the chef every day at noon.", "Who cooks the meal?"]
+    right = perplexity(tiny, tokenizer, texts, batch_size=3)
+    left = copy.deepcopy(tokenizer); left.padding_side = 'left'
+    assert perplexity(tiny, left, texts, batch_size=3) == pytest.approx(right, rel=1e-6)
+    one_by_one = [perplexity(tiny, tokenizer, [t]) for t in texts]             # batching (hence padding) changes nothing
+    n = [len(tokenizer(t, add_special_tokens=False)['input_ids']) - 1 for t in texts]
+    assert right == pytest.approx(math.exp(sum(k * math.log(p) for k, p in zip(n, one_by_one)) / sum(n)), rel=1e-5)
+    assert left.padding_side == 'left'
+
+def test_perplexity_puts_bos_first_for_llama_family_tokenizers():
+    from transformers import LlamaTokenizer
+    vocab = {'<unk>': 0, '<s>': 1, '</s>': 2}
+    for c in ['▁'] + list('abcdefghijklmnopqrstuvwxyz.,?! '): vocab.setdefault(c, len(vocab))
+    lt = LlamaTokenizer(vocab=vocab, merges=[], add_bos_token=True)
+    assert lt.bos_token_id != lt.eos_token_id
+    torch.manual_seed(0)
+    m = GPT2LMHeadModel(GPT2Config(vocab_size=len(lt), n_positions=64, n_embd=16, n_layer=1, n_head=2)).eval()
+    text = "the chef cooks the meal."
+    ids = lt(text, add_special_tokens=False)['input_ids']
+    assert ids[0] != lt.bos_token_id
+    with torch.no_grad():
+        with_b = math.exp(m(torch.tensor([[lt.bos_token_id] + ids]), labels=torch.tensor([[lt.bos_token_id] + ids])).loss.item())
+        without = math.exp(m(torch.tensor([ids]), labels=torch.tensor([ids])).loss.item())
+    assert perplexity(m, lt, [text]) == pytest.approx(with_b, rel=1e-5) and abs(with_b - without) > 1e-3
 
 def test_score_exact_match_and_compliance():
     ds = instruction_dataset(60, seed=2)['test']

@@ -8,7 +8,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from ft_course.data import format_prompt, instruction_dataset
 from ft_course.pretrain import _param_groups, load_checkpoint, lr_at
-from ft_course.sft import SFTCollator, batch_order, sft_loss, tokenize_dataset
+from ft_course.sft import SFTCollator, batch_order, pack_dataset, sft_loss, tokenize_dataset
 from ft_course.train import TrainConfig, train
 
 
@@ -48,6 +48,38 @@ def test_collator_pads_masks_and_labels(tokenizer, data):
         assert b['labels'][i, n_prompt:n].tolist() == r['input_ids'][n_prompt:]  # the response is its own label
         assert b['labels'][i, n:].eq(-100).all()                                 # nor is padding
         assert tokenizer.decode(r['input_ids'][:n_prompt]) == format_prompt(data['train'][i]['instruction'], data['train'][i]['input'])
+
+def test_packed_batch_does_not_leak_across_examples(tokenizer, data):
+    "Each example of a packed row gets exactly the logits it has alone: no attention mask, restarting position_ids."
+    tds = tokenize_dataset(data['train'].select(range(12)), tokenizer)
+    rows = pack_dataset(tds, 400).to_list()
+    assert any(r['position_ids'].count(0) > 1 for r in rows)                    # some row really holds several examples
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=400, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0,
+                                       embd_pdrop=0, attn_pdrop=0, pad_token_id=tokenizer.pad_token_id)).eval()
+    b = SFTCollator(tokenizer.pad_token_id)(rows)
+    assert 'attention_mask' not in b and 'position_ids' in b
+    with torch.no_grad():
+        packed = model(input_ids=b['input_ids'], position_ids=b['position_ids'], use_cache=False).logits
+        leaky = model(input_ids=b['input_ids'], position_ids=b['position_ids'], attention_mask=torch.ones_like(b['input_ids']),
+                      use_cache=False).logits
+        worst_leak, checked = 0.0, 0
+        for i, r in enumerate(rows):
+            starts = [t for t, p in enumerate(r['position_ids']) if p == 0] + [len(r['position_ids'])]
+            for s, e in zip(starts, starts[1:]):
+                alone = model(torch.tensor([r['input_ids'][s:e]])).logits[0]
+                assert (packed[i, s:e] - alone).abs().max() < 1e-5
+                worst_leak = max(worst_leak, (leaky[i, s:e] - alone).abs().max().item()); checked += 1
+    assert checked > len(rows) and worst_leak > 1e-3                             # an all-ones mask would have leaked
+    # and the SFT loss of the packed rows is the loss of the same examples padded
+    padded = sft_loss(model, SFTCollator(tokenizer.pad_token_id)(tds.to_list()))
+    assert abs(sft_loss(model, b).item() - padded.item()) < 1e-5
+
+def test_training_with_packing_counts_real_tokens(tokenizer, data):
+    h = train(tiny(tokenizer), data['train'], None, TrainConfig(**{**CFG, 'max_steps': 2, 'packing': True, 'max_length': 128}), tokenizer=tokenizer)
+    assert len(h['train']) == 2 and all(math.isfinite(x) for x in h['train'])
+    per_row = sum(map(len, pack_dataset(tokenize_dataset(data['train'], tokenizer, max_length=128), 128)['input_ids']))
+    assert 0 < h['tokens'][-1] <= per_row                                       # real tokens only, no padding
 
 def test_batch_order_depends_only_on_seed_and_epoch():
     assert batch_order(50, 8, seed=1, epoch=2) == batch_order(50, 8, seed=1, epoch=2)
