@@ -1,4 +1,4 @@
-"""Fine-tune a few thousand numbers instead of every weight: a LoRA layer from scratch for `nn.Linear` and GPT-2's `Conv1D`, injected by name, merged for inference, saved on its own in peft's format — checked against peft to the last float, and trained on the SFT task.
+"""Fine-tune a low-rank update instead of every weight: a LoRA layer from scratch for `nn.Linear` and GPT-2's `Conv1D`, injected by name, merged for inference, saved on its own in peft's format — checked against peft to the last float, and trained on the SFT task.
 
 Docs: https://ft-course.github.io/ft-course/lora.html.md"""
 

@@ -90,7 +90,7 @@ def model_shape(config, # a Hugging Face config (object or dict), a name in `MOD
 
 # %% ../nbs/07b_memory.ipynb #d5cbfb5f
 METHODS = ('full_fp32', 'full_bf16_mixed', 'lora', 'qlora')
-OPTIMIZERS = {'adamw': 8, 'paged_adamw_8bit': 2}    # bytes of optimizer moments per trainable parameter
+OPTIMIZERS = {'adamw': 8, 'paged_adamw_32bit': 8, 'paged_adamw_8bit': 2}    # bytes of optimizer moments per trainable parameter (paging: same bytes)
 NF4_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8      # 4-bit codes + 8-bit scale per 64 + fp32 scale per 256 scales
 
 def lora_params(shape:ModelShape, r:int=16, targets='all')->int:
@@ -122,14 +122,16 @@ def finetune_memory(config, # a HF config (object or dict), a name in `MODELS`, 
                     lora_r:int=16, # LoRA rank (lora, qlora)
                     lora_targets='all', # 'all', 'attn', a fraction of the parameters, or a count of adapter parameters
                     gradient_checkpointing:bool=True, # keep only each layer's input; recompute the rest in the backward pass
-                    optimizer:str='adamw', # 'adamw' (fp32 moments) or 'paged_adamw_8bit' (8-bit moments)
+                    optimizer:str='adamw', # 'adamw' or 'paged_adamw_32bit' (fp32 moments), 'paged_adamw_8bit' (8-bit moments)
                     base_bytes:float|None=None, # bytes per frozen base parameter; default 2 (lora), NF4 linears (qlora)
+                    adapter_bytes:float=4, # bytes per adapter weight and per gradient: 4 (fp32, peft's default) or 2 (bf16, QLoRA's qlora.py)
                    )->dict:
     "Bytes of GPU memory for one fine-tuning step, by component (see the assumptions above), with the total in bytes and GB (1e9)."
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose one of {list(METHODS)}.")
     if optimizer not in OPTIMIZERS: raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}.")
     for k, v in dict(seq_len=seq_len, batch_size=batch_size).items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be a positive integer, not {v!r}.")
+    if not adapter_bytes > 0: raise ValueError(f"adapter_bytes must be positive (4 for fp32 adapters, 2 for bf16), not {adapter_bytes!r}.")
     shape = model_shape(config)
     n, moments = shape.n_params, OPTIMIZERS[optimizer]
     if method == 'full_fp32':
@@ -141,7 +143,7 @@ def finetune_memory(config, # a HF config (object or dict), a name in `MODELS`, 
         if base_bytes is not None: base = base_bytes * n
         elif method == 'lora': base = 2 * n
         else: base = NF4_BYTES * shape.linear_params + 2 * shape.embed_params
-        weights, grads, opt = base + 4 * trainable, 4 * trainable, moments * trainable
+        weights, grads, opt = base + adapter_bytes * trainable, adapter_bytes * trainable, moments * trainable
     act = activation_bytes(shape, seq_len, batch_size, gradient_checkpointing, 4 if method == 'full_fp32' else 2)
     out = dict(weights=int(weights), gradients=int(grads), optimizer=int(opt), activations=act)
     out['total'] = sum(out.values())

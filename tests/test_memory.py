@@ -15,11 +15,21 @@ def test_published_parameter_counts():
 
 def test_qlora_65b_fits_48gb_and_full_does_not_fit_780gb():
     kw = dict(seq_len=512, batch_size=1, lora_r=64, gradient_checkpointing=True)
-    q = finetune_memory('LLaMA-65B', 'qlora', optimizer='paged_adamw_8bit', **kw)
+    paper = dict(kw, optimizer='paged_adamw_32bit', adapter_bytes=2)      # qlora.py: bf16 adapters, paged 32-bit AdamW
+    q = finetune_memory('LLaMA-65B', 'qlora', **paper)
     assert q['total'] < 48e9 and q['gb'] == q['total'] / 1e9
     assert q['total'] == q['weights'] + q['gradients'] + q['optimizer'] + q['activations']
+    assert finetune_memory('LLaMA-65B', 'qlora', **dict(paper, adapter_bytes=4))['total'] > 48e9   # fp32 adapters do not fit
     assert finetune_memory('LLaMA-65B', 'full_bf16_mixed', **kw)['total'] > 700e9
-    assert 12 * model_shape('LLaMA-65B').n_params > 780e9           # the paper's 16-bit weights + grads + fp32 Adam
+    assert 780e9 < 12 * model_shape('LLaMA-65B').n_params < 1.01 * 780e9   # the paper's 16-bit weights + grads + fp32 Adam
+
+def test_adapter_bytes_and_paged_32bit():
+    m = lambda **k: finetune_memory('Llama-2-7B', 'qlora', **k)
+    fp32, bf16 = m(), m(adapter_bytes=2)
+    n = fp32['trainable_params']
+    assert fp32['weights'] - bf16['weights'] == 2 * n and fp32['gradients'] == 2 * bf16['gradients'] == 4 * n
+    assert m(optimizer='paged_adamw_32bit')['optimizer'] == m(optimizer='adamw')['optimizer'] == 8 * n   # paging: same bytes
+    with pytest.raises(ValueError, match='adapter_bytes'): m(adapter_bytes=0)
 
 def test_nf4_bytes_match_the_quantiser():
     from ft_course.quant import quantize_nf4
