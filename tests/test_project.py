@@ -28,9 +28,9 @@ def test_every_notebook_exports_or_teaches():
         assert cells and cells[0]['cell_type'] == 'markdown' and ''.join(cells[0]['source']).startswith('# '), f"{nb.name} needs an H1 title cell"
 
 def test_benchmarks_start():
-    "Each benchmark parses its arguments (so an import that broke is caught here, not after a 5-minute run)."
+    "Each benchmark and experiment parses its arguments (so an import that broke is caught here, not after a 5-minute run)."
     import subprocess, sys
-    for b in sorted((ROOT / 'benchmarks').glob('*.py')):
+    for b in sorted((ROOT / 'benchmarks').glob('*.py')) + sorted((ROOT / 'experiments').glob('*.py')):
         r = subprocess.run([sys.executable, str(b), '--help'], capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert r.returncode == 0 and 'usage' in r.stdout.lower(), (b.name, r.stderr[-500:])
 
