@@ -25,8 +25,8 @@ standard error is about 4.5 points):
 
 The refresh helps a little (+6.3 and +1.8 points), less than a perfect reward does (chapter 9b's checker run: 46.4 %).
 The reward model's accuracy on the policy's fresh pairs is 75-86 % before each refresh and 82-90 % after it: it
-stays the weak link, and the refreshes cost about seven times the PPO steps' own time (376 s against 46 s in all) (sampling 4 x 835 answers and an
-epoch over a growing pool).
+stays the weak link. The refreshes cost about seven times the PPO steps' own time (376 s against 46 s in all:
+sampling 4 x 835 answers, then an epoch over a growing pool of pairs).
 """
 import argparse, copy, json, tempfile, time
 import torch
