@@ -24,9 +24,9 @@ from .rollout import (Rollout, _right_pad, _start_key, alignment_start, cache_di
                                exact_reward, rl_prompts, sample)
 
 # %% auto #0
-__all__ = ['PAIR_COLUMNS', 'RM_K', 'RM_EPOCHS', 'RM_LR', 'RM_BATCH', 'sample_comparisons', 'failure_pairs', 'RewardModel',
-           'bt_loss', 'check_pairs', 'encode_pair_ids', 'collate_pairs', 'pair_rewards', 'pair_accuracy',
-           'train_reward_model', 'trained_reward_model', 'reward_auc']
+__all__ = ['PAIR_COLUMNS', 'RM_K', 'RM_EPOCHS', 'RM_LR', 'RM_BATCH', 'RM_LM_COEF', 'sample_comparisons', 'failure_pairs',
+           'RewardModel', 'bt_loss', 'check_pairs', 'encode_pair_ids', 'collate_pairs', 'pair_rewards', 'pair_accuracy',
+           'train_reward_model', 'reward_model_key', 'trained_reward_model', 'answer_lm_loss', 'reward_auc']
 
 # %% ../nbs/09a_reward_model.ipynb #33a8b4ab
 PAIR_COLUMNS = ('prompt', 'chosen', 'rejected')
@@ -117,11 +117,22 @@ class RewardModel(nn.Module):
                              f"move the batch with .to({str(dev)!r}) (or call `score`, which moves it for you).")
         if not attention_mask.any(-1).all():
             raise ValueError(f"Rows {(~attention_mask.any(-1)).nonzero().flatten().tolist()} have no real token: every row needs one.")
+        return self.reward_from_hidden(*self.hidden(input_ids, attention_mask))
+
+    def hidden(self, input_ids:torch.Tensor, # (B, L) token ids, checked by `forward`
+               attention_mask:torch.Tensor, # (B, L) 1 on real tokens
+              )->tuple[torch.Tensor, torch.Tensor]:
+        "(B, L, H) last hidden states, with positions from the mask, and the attention mask as a long tensor."
         mask = attention_mask.long()
         pos = (mask.cumsum(-1) - 1).clamp(min=0)                # absolute positions from the mask, as for the policy
-        h = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
-        last = (torch.arange(mask.shape[1], device=dev) * mask).argmax(-1)   # the rightmost real token (the EOS if present)
-        r = self.head(h[torch.arange(len(h), device=dev), last]).squeeze(-1).float()
+        return self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state, mask
+
+    def reward_from_hidden(self, h:torch.Tensor, # (B, L, H) from `hidden`
+                           mask:torch.Tensor, # (B, L) the attention mask
+                          )->torch.Tensor:
+        "(B,) normalised rewards: the head on each row's last real token (the EOS if present)."
+        last = (torch.arange(mask.shape[1], device=h.device) * mask).argmax(-1)
+        r = self.head(h[torch.arange(len(h), device=h.device), last]).squeeze(-1).float()
         return (r - self.r_mean) / self.r_std
 
     @torch.no_grad()
@@ -221,6 +232,10 @@ def check_pairs(pairs, # preference pairs: a `datasets.Dataset` or a list of dic
                                  "(truncating it would score a cut-off answer).")
     return rows
 
+def _prompt_ids(tokenizer, prompts)->list[list[int]]:
+    "Token ids of prompts as the pairs encode them: no special tokens but BOS where the tokenizer adds one."
+    return with_bos(tokenizer, tokenizer(list(prompts), add_special_tokens=False)['input_ids'])
+
 def encode_pair_ids(tokenizer, # the tokenizer
                  ds, # rows with prompt/chosen/rejected
                  max_length:int|None=None, # the context: a longer pair raises an error naming its row
@@ -230,7 +245,7 @@ def encode_pair_ids(tokenizer, # the tokenizer
     eos = tokenizer.eos_token_id
     if eos is None: raise ValueError("The tokenizer has no eos token: the reward is read at the EOS that ends each answer.")
     enc = lambda xs: tokenizer(list(xs), add_special_tokens=False)['input_ids']
-    p, c, r = with_bos(tokenizer, enc(ds['prompt'])), enc(ds['chosen']), enc(ds['rejected'])
+    p, c, r = _prompt_ids(tokenizer, ds['prompt']), enc(ds['chosen']), enc(ds['rejected'])
     out = []
     for i, (a, b, d) in enumerate(zip(p, c, r)):
         x, y = a + b + [eos], a + d + [eos]
@@ -279,15 +294,21 @@ def train_reward_model(rm:RewardModel, # the model to train (in place)
                        weight_decay:float=0.0, # AdamW weight decay
                        seed:int=0, # shuffling seed
                        progress:bool=True, # show a tqdm bar
+                       lm_coef:float=0.0, # weight of a language-model loss on the chosen answers (0: Bradley–Terry alone)
+                       lm_head=None, # module hidden states -> logits for that loss (default: the backbone's tied input embeddings)
                       )->tuple[RewardModel, list[dict]]:
-    "Train with the Bradley–Terry loss and AdamW; returns the model and a history of dicts (step, loss, accuracy, ...)."
+    "Train with the Bradley–Terry loss (+ `lm_coef` × the chosen answers' LM loss) and AdamW; returns the model and a history."
     if epochs < 1: raise ValueError(f"epochs={epochs}: train for at least one epoch.")
+    if lm_coef < 0: raise ValueError(f"lm_coef={lm_coef}: use 0 (Bradley–Terry alone) or a positive weight.")
     pairs = encode_pair_ids(tokenizer, ds, context_length(rm.backbone))
     if eval_ds is not None: check_pairs(eval_ds)
+    to_logits = _lm_logits(rm, lm_head) if lm_coef else None
+    plen = [len(p) for p in _prompt_ids(tokenizer, [r['prompt'] for r in check_pairs(ds)])] if lm_coef else None
     pad = pad_token_id(tokenizer)
     g = torch.Generator().manual_seed(seed)
     steps = epochs * -(-len(pairs) // batch_size)
-    opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay)
+    extra = list(lm_head.parameters()) if lm_coef and isinstance(lm_head, nn.Module) else []
+    opt = torch.optim.AdamW(list(rm.parameters()) + extra, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
     hist, step = [], 0
     rm.train()
@@ -295,18 +316,30 @@ def train_reward_model(rm:RewardModel, # the model to train (in place)
     for ep in range(epochs):
         order = torch.randperm(len(pairs), generator=g).tolist()
         for s in range(0, len(order), batch_size):
-            ids, mask = collate_pairs([pairs[i] for i in order[s:s + batch_size]], pad)
-            rc, rr = rm(ids.to(rm.device), mask.to(rm.device)).chunk(2)
-            loss = bt_loss(rc, rr)
+            idx = order[s:s + batch_size]
+            ids, mask = collate_pairs([pairs[i] for i in idx], pad)
+            h, mask = rm.hidden(ids.to(rm.device), mask.to(rm.device))
+            rc, rr = rm.reward_from_hidden(h, mask).chunk(2)
+            loss = bt = bt_loss(rc, rr)
+            if lm_coef:                                         # the chosen rows come first in the batch
+                lm = answer_lm_loss(to_logits, h[:len(idx)], ids[:len(idx)].to(rm.device), mask[:len(idx)], [plen[i] for i in idx])
+                loss = bt + lm_coef * lm
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step(); step += 1
-            hist.append(dict(step=step, epoch=ep, loss=loss.item(), accuracy=(rc > rr).float().mean().item()))
+            hist.append(dict(step=step, epoch=ep, loss=bt.item(), accuracy=(rc > rr).float().mean().item(),
+                             **(dict(lm_loss=lm.item()) if lm_coef else {})))
             bar.update(); bar.set_postfix(loss=f"{loss.item():.3f}")
         if eval_ds is not None: hist[-1]['eval_accuracy'] = pair_accuracy(rm, tokenizer, eval_ds)
     bar.close(); rm.eval()
     return rm, hist
 
 # %% ../nbs/09a_reward_model.ipynb #1dbb72c6
-RM_K, RM_EPOCHS, RM_LR, RM_BATCH = 8, 3, 1e-3, 32   # the recipe of `trained_reward_model`
+RM_K, RM_EPOCHS, RM_LR, RM_BATCH, RM_LM_COEF = 8, 3, 1e-3, 32, 1.0   # the recipe of `trained_reward_model`
+
+def reward_model_key(k:int=RM_K, epochs:int=RM_EPOCHS, lr:float=RM_LR, batch_size:int=RM_BATCH, seed:int=0,
+                     failures:bool=True, lm_coef:float=RM_LM_COEF)->str:
+    "The cache (and asset) key of a `trained_reward_model` recipe and the shipped base."
+    extra = dict(lm_coef=lm_coef) if lm_coef else {}            # Bradley–Terry-only recipes keep their earlier keys
+    return _start_key(kind='reward_model', k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures, version=2, **extra)
 
 def trained_reward_model(k:int=RM_K, # samples per RL prompt for the comparisons
                          epochs:int=RM_EPOCHS, # passes over the pairs
@@ -317,9 +350,10 @@ def trained_reward_model(k:int=RM_K, # samples per RL prompt for the comparisons
                          cache:bool=True, # load from / save to `cache_dir()/'reward_model'`
                          progress:bool=False, # show progress while building
                          failures:bool=True, # also train on gold-vs-typical-failure pairs of the RL prompts
+                         lm_coef:float=RM_LM_COEF, # weight of the LM loss on the chosen answers (0: Bradley–Terry alone)
                         )->RewardModel:
     "The course's reward model: the alignment start's transformer trained on comparisons of its own samples (cached)."
-    key = _start_key(kind='reward_model', k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures, version=2)
+    key = reward_model_key(k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures, lm_coef=lm_coef)
     shipped, path = base_dir().parent/'reward_model'/key, cache_dir()/'reward_model'/key
     if cache and (shipped/'model.safetensors').exists(): return RewardModel.load(shipped, device)   # the default recipe ships
     if cache and (path/'model.safetensors').exists(): return RewardModel.load(path, device)
@@ -330,14 +364,36 @@ def trained_reward_model(k:int=RM_K, # samples per RL prompt for the comparisons
     if failures: pairs = concatenate_datasets([pairs, failure_pairs(rows)])
     torch.manual_seed(seed)
     rm = RewardModel.from_causal_lm(model)
-    rm, hist = train_reward_model(rm, tok, pairs, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress)
+    rm, hist = train_reward_model(rm, tok, pairs, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress, lm_coef=lm_coef)
     rm.normalize_(sample(model, tok, [alpaca_prompt(r) for r in rows], n=1, seed=seed + 1))   # mean 0, std 1 on the start's samples
-    rm.meta = dict(recipe=dict(k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures),
+    rm.meta = dict(recipe=dict(k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures, lm_coef=lm_coef),
                    pairs=len(pairs), sampled_pairs=n_sampled, history=hist)
     if cache:
         try: rm.save(path, rm.meta)
         except OSError: pass                                    # another process got there first
     return rm.to(device or 'cpu').eval()
+
+# %% ../nbs/09a_reward_model.ipynb #251553f5
+def _lm_logits(rm:RewardModel, lm_head=None):
+    "Hidden states -> next-token logits for the LM loss: `lm_head`, else the input embeddings of a backbone that ties them."
+    if lm_head is not None: return lm_head
+    if getattr(rm.backbone.config, 'tie_word_embeddings', False):
+        w = rm.backbone.get_input_embeddings().weight
+        return lambda h: F.linear(h, w)
+    raise ValueError("lm_coef > 0 needs an LM head, and this backbone does not tie its output layer to its input embeddings: "
+                     "pass lm_head=copy.deepcopy(causal_lm.lm_head), the head of the causal LM the reward model came from.")
+
+def answer_lm_loss(to_logits, # hidden states -> next-token logits (an LM head)
+                   h:torch.Tensor, # (B, L, H) hidden states of prompt + answer + EOS, right-padded
+                   ids:torch.Tensor, # (B, L) their token ids
+                   mask:torch.Tensor, # (B, L) 1 on real tokens
+                   prompt_lens:list[int], # tokens in each row's prompt (the prompt is not a target)
+                  )->torch.Tensor:
+    "Mean next-token cross-entropy over the answer tokens and their EOS."
+    tgt = ids[:, 1:]
+    col = torch.arange(tgt.shape[1], device=ids.device)[None]
+    keep = mask[:, 1:].bool() & (col >= torch.tensor(prompt_lens, device=ids.device)[:, None] - 1)
+    return F.cross_entropy(to_logits(h[:, :-1][keep]).float(), tgt[keep])
 
 # %% ../nbs/09a_reward_model.ipynb #1023d7e2
 def reward_auc(scores:torch.Tensor, # (N,) reward-model scores

@@ -6,7 +6,7 @@ Docs: https://ft-course.github.io/ft-course/rollouts.html.md"""
 
 # %% ../nbs/09_rollouts.ipynb #259206b6
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile
+import hashlib, json, math, os, shutil, tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from .train import TrainConfig, train
 # %% auto #0
 __all__ = ['START_DEMOS', 'START_STEPS', 'START_LR', 'cache_dir', 'alignment_start', 'Rollout', 'prompt_ids', 'check_prompts_fit',
            'encode', 'filter_logits', 'sample', 'completion_logits', 'logprobs_from_logits', 'token_logprobs',
-           'masked_mean', 'rl_prompts', 'exact_reward', 'check_rewards', 'KLBlowUp', 'clipped_policy_loss',
+           'masked_mean', 'rl_prompts', 'exact_reward', 'check_rewards', 'KLBlowUp', 'pass_at_k', 'clipped_policy_loss',
            'kl_per_token']
 
 # %% ../nbs/09_rollouts.ipynb #549e379a
@@ -330,6 +330,18 @@ def check_rewards(scores, # what the reward function returned
 
 class KLBlowUp(RuntimeError):
     "The policy ran away from its reference (or the loss stopped being finite): training stopped."
+
+# %% ../nbs/09_rollouts.ipynb #8c058ae6
+def pass_at_k(correct:torch.Tensor, # (P, n): 1 where sample j of prompt i is right
+              k:int, # how many tries
+             )->float:
+    "Unbiased pass@k (Chen et al., 2021): the chance that at least one of k of a prompt's n samples is right, averaged over prompts."
+    correct = torch.as_tensor(correct)
+    if correct.dim() != 2 or not len(correct):
+        raise ValueError(f"correct has shape {tuple(correct.shape)}: pass (prompts, samples), e.g. exact_reward(roll, rows).view(len(rows), n).")
+    n = correct.shape[1]
+    if not 1 <= k <= n: raise ValueError(f"k={k}: use 1 ≤ k ≤ n = {n}, the samples per prompt.")
+    return sum(1 - math.comb(n - c, k) / math.comb(n, k) for c in correct.bool().sum(1).tolist()) / len(correct)
 
 # %% ../nbs/09_rollouts.ipynb #27e4017b
 def clipped_policy_loss(logp:torch.Tensor, # (B, T) log-probs under the policy being trained

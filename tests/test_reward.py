@@ -98,6 +98,35 @@ def test_training_learns_and_is_seeded(start):
     assert [h['loss'] for h in hist] == [h['loss'] for h in hist2]
 
 
+def test_lm_loss_is_the_answer_nll_and_trains(start):
+    "The auxiliary LM loss equals the start's own answer NLL before training; lm_coef trains, and bad settings fail clearly."
+    from transformers import AutoModel
+    from ft_course.reward import _lm_logits, _prompt_ids, _right_pad, answer_lm_loss
+    from ft_course.rollout import token_logprobs
+    model, tok = start
+    rows = rl_prompts(8)
+    p, c = [alpaca_prompt(r) for r in rows], [r['output'] for r in rows]
+    rm = RewardModel.from_causal_lm(model)
+    ids, mask = _right_pad([x for x, _ in encode_pair_ids(tok, Dataset.from_dict(dict(prompt=p, chosen=c, rejected=['-'] * 8)))], tok.pad_token_id)
+    with torch.no_grad():
+        h, m = rm.hidden(ids, mask)
+        ours = answer_lm_loss(_lm_logits(rm), h, ids, m, [len(x) for x in _prompt_ids(tok, p)])
+        enc = encode(tok, p, c)
+        ref = -token_logprobs(model, enc)[enc.completion_mask.bool()].mean()
+    assert abs(ours.item() - ref.item()) < 1e-5
+    ds = Dataset.from_list([dict(prompt=alpaca_prompt(r), chosen=r['output'], rejected=r['input']) for r in rl_prompts(32) if r['input'] != r['output']])
+    torch.manual_seed(0)
+    _, hist = train_reward_model(RewardModel.from_causal_lm(model), tok, ds, epochs=2, lr=1e-3, batch_size=16, progress=False, lm_coef=1.0)
+    assert all('lm_loss' in h for h in hist) and hist[-1]['lm_loss'] < hist[0]['lm_loss']
+    with pytest.raises(ValueError, match="lm_coef=-1"): train_reward_model(rm, tok, ds, lm_coef=-1, progress=False)
+    untied = RewardModel(AutoModel.from_config(type(model.config).from_dict({**model.config.to_dict(), 'tie_word_embeddings': False})))
+    with pytest.raises(ValueError, match="pass lm_head="): train_reward_model(untied, tok, ds, lm_coef=1.0, progress=False)
+    head = torch.nn.Linear(model.config.n_embd, model.config.vocab_size, bias=False)
+    before = head.weight.detach().clone()
+    train_reward_model(untied, tok, ds.select(range(8)), epochs=1, lm_coef=1.0, lm_head=head, progress=False)
+    assert not torch.equal(before, head.weight)                                   # an explicit head is trained with the model
+
+
 def test_sample_comparisons_follow_the_checker(start):
     model, tok = start
     rows = rl_prompts(24)
@@ -132,14 +161,16 @@ def test_bad_inputs(start, pairs):
 
 
 def test_the_default_reward_model_ships():
-    "Chapters 9a, 9b and 10b load the course's reward model from the package (a cold build takes minutes of CPU)."
+    "Chapters 9a, 9b, 10b and 11 load the course's reward models from the package (a cold build takes minutes of CPU)."
     from ft_course.models import base_dir
-    from ft_course.reward import RM_BATCH, RM_EPOCHS, RM_K, RM_LR, RewardModel, _start_key
-    key = _start_key(kind='reward_model', k=RM_K, epochs=RM_EPOCHS, lr=RM_LR, batch_size=RM_BATCH, seed=0, failures=True, version=2)
-    shipped = base_dir().parent/'reward_model'/key
-    assert (shipped/'model.safetensors').exists(), (
-        f"The shipped reward model does not match the recipe or the base (key {key}): rebuild it with "
-        "`trained_reward_model(cache=False).save(...)` into ft_course/assets/reward_model/<key> and remove the old one.")
-    assert sorted(p.name for p in shipped.parent.iterdir()) == [key], "remove stale reward models from the assets"
-    rm = RewardModel.load(shipped)
-    assert rm.meta['recipe'] == dict(k=RM_K, epochs=RM_EPOCHS, lr=RM_LR, batch_size=RM_BATCH, seed=0, failures=True)
+    from ft_course.reward import RM_BATCH, RM_EPOCHS, RM_K, RM_LM_COEF, RM_LR, RewardModel, reward_model_key
+    keys = {lm: reward_model_key(lm_coef=lm) for lm in (RM_LM_COEF, 0.0)}    # the course RM and Bradley-Terry alone (9a)
+    assert len(set(keys.values())) == 2
+    for lm, key in keys.items():
+        shipped = base_dir().parent/'reward_model'/key
+        assert (shipped/'model.safetensors').exists(), (
+            f"The shipped reward model (lm_coef={lm}) does not match the recipe or the base (key {key}): rebuild it with "
+            f"`trained_reward_model(lm_coef={lm}, cache=False).save(...)` into ft_course/assets/reward_model/<key> and remove the old one.")
+        rm = RewardModel.load(shipped)
+        assert rm.meta['recipe'] == dict(k=RM_K, epochs=RM_EPOCHS, lr=RM_LR, batch_size=RM_BATCH, seed=0, failures=True, lm_coef=lm)
+    assert sorted(p.name for p in (base_dir().parent/'reward_model').iterdir()) == sorted(keys.values()), "remove stale reward models from the assets"
