@@ -63,7 +63,7 @@ def sample_comparisons(model, # the policy whose samples are compared (the align
     good = exact_reward(roll, rows).bool().tolist()
     by_prompt = [({}, {}) for _ in rows]                       # per prompt: distinct correct texts, distinct wrong texts
     for i, t, e, g in zip(roll.prompt_index.tolist(), roll.texts, roll.ended.tolist(), good):
-        by_prompt[i][0 if g else 1].setdefault(t, e)
+        if t.strip(): by_prompt[i][0 if g else 1].setdefault(t, e)   # an empty answer (EOS at once) is no comparison: `check_pairs`
     rng, out = random.Random(seed), []
     for r, p, (right, wrong) in zip(rows, prompts, by_prompt):
         pairs = [(c, w, wrong[w]) for c in right for w in wrong]
@@ -303,7 +303,7 @@ def train_reward_model(rm:RewardModel, # the model to train (in place)
     pairs = encode_pair_ids(tokenizer, ds, context_length(rm.backbone))
     if eval_ds is not None: check_pairs(eval_ds)
     to_logits = _lm_logits(rm, lm_head) if lm_coef else None
-    plen = [len(p) for p in _prompt_ids(tokenizer, [r['prompt'] for r in check_pairs(ds)])] if lm_coef else None
+    plen = [len(p) for p in _prompt_ids(tokenizer, ds['prompt'])] if lm_coef else None   # where each chosen answer starts
     pad = pad_token_id(tokenizer)
     g = torch.Generator().manual_seed(seed)
     steps = epochs * -(-len(pairs) // batch_size)

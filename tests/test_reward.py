@@ -141,6 +141,22 @@ def test_sample_comparisons_follow_the_checker(start):
     with pytest.raises(ValueError, match="at least two samples"): sample_comparisons(model, tok, rows, k=1)
 
 
+def test_sample_comparisons_drop_empty_answers(start):
+    "A policy that often says EOS at once: its empty answers make no pair, so what it gives passes check_pairs."
+    import copy
+    model, tok = start
+    mute = copy.deepcopy(model)
+    with torch.no_grad(): mute.lm_head.weight[tok.eos_token_id] += 3.0
+    rows = rl_prompts(24)
+    from ft_course.rollout import exact_reward, sample
+    roll = sample(mute, tok, [alpaca_prompt(r) for r in rows], n=4, seed=0)
+    ok, empty = exact_reward(roll, rows).view(24, 4), torch.tensor([not t.strip() for t in roll.texts]).view(24, 4)
+    assert ((ok.sum(1) > 0) & empty.any(1)).any()                  # the situation: a prompt with a right and an empty answer
+    ds = sample_comparisons(mute, tok, rows, k=4, seed=0)
+    assert len(ds) > 0 and all(e['chosen'].strip() and e['rejected'].strip() for e in ds)
+    check_pairs(ds)
+
+
 def test_bad_inputs(start, pairs):
     model, tok = start
     rm = RewardModel.from_causal_lm(model)
