@@ -2,7 +2,7 @@
 
 Chapter 9b sets PPO a target of +25 points and at least 75 % held-out exact match over the alignment start, and
 chapter 9c sets GRPO +25 points. Chapter 9 measures the start's pass@k on the held-out prompts (the share it solves
-at least once in k samples) and chapter 9c shows that GRPO raises pass@1 while pass@32 barely moves: RL sharpens
+at least once in k samples) and chapter 9c shows that GRPO raises pass@1 far more than pass@32: RL sharpens
 what the start already samples. This script asks the follow-up question the issue poses — what is the smallest
 change of start that puts the target within reach? — for starts SFT'd on more or fewer demonstrations:
 
@@ -38,15 +38,14 @@ What it says:
 import argparse, json, time
 import torch
 from ft_course.data import instruction_dataset
-from ft_course.evaluate import alpaca_prompt, evaluate
+from ft_course.evaluate import evaluate
 from ft_course.grpo import GRPOConfig, grpo
-from ft_course.rollout import alignment_start, exact_reward, pass_at_k, rl_prompts, sample
+from ft_course.rollout import alignment_start, exact_reward, pass_at_k, rl_prompts, sampled_correct
 
 
 def reach(model, tok, test:list[dict], k:int=32, seed:int=5)->dict:
     "pass@1/8/k of `model` on the held-out rows, k samples each."
-    roll = sample(model, tok, [alpaca_prompt(r) for r in test], n=k, max_new_tokens=16, seed=seed)
-    ok = exact_reward(roll, test).view(len(test), k)
+    ok = sampled_correct(model, tok, test, k, seed=seed)
     return {f'pass@{j}': pass_at_k(ok, j) for j in sorted({1, 8, k})}
 
 

@@ -21,8 +21,8 @@ from .train import TrainConfig, train
 # %% auto #0
 __all__ = ['START_DEMOS', 'START_STEPS', 'START_LR', 'cache_dir', 'alignment_start', 'Rollout', 'prompt_ids', 'check_prompts_fit',
            'encode', 'filter_logits', 'sample', 'completion_logits', 'logprobs_from_logits', 'token_logprobs',
-           'masked_mean', 'rl_prompts', 'exact_reward', 'check_rewards', 'KLBlowUp', 'pass_at_k', 'clipped_policy_loss',
-           'kl_per_token']
+           'masked_mean', 'rl_prompts', 'exact_reward', 'check_rewards', 'KLBlowUp', 'pass_at_k', 'sampled_correct',
+           'clipped_policy_loss', 'kl_per_token']
 
 # %% ../nbs/09_rollouts.ipynb #549e379a
 START_DEMOS, START_STEPS, START_LR = 100, 150, 1e-3   # the recipe: 100 demonstrations, 150 steps of SFT at lr 1e-3
@@ -342,6 +342,18 @@ def pass_at_k(correct:torch.Tensor, # (P, n): 1 where sample j of prompt i is ri
     n = correct.shape[1]
     if not 1 <= k <= n: raise ValueError(f"k={k}: use 1 ≤ k ≤ n = {n}, the samples per prompt.")
     return sum(1 - math.comb(n - c, k) / math.comb(n, k) for c in correct.bool().sum(1).tolist()) / len(correct)
+
+def sampled_correct(model, # any Hugging Face causal LM
+                    tokenizer, # its tokenizer
+                    rows:list[dict], # examples of the course's tasks (the output is for the checker only)
+                    n:int, # samples per prompt
+                    max_new_tokens:int=16, # the longest completion (the longest reference answer is 12 tokens)
+                    seed:int=0, # sampling seed
+                   )->torch.Tensor:
+    "(len(rows), n): 1 where the checker accepts sample j of row i, at temperature 1 — what `pass_at_k` takes."
+    from ft_course.evaluate import alpaca_prompt
+    roll = sample(model, tokenizer, [alpaca_prompt(r) for r in rows], n=n, max_new_tokens=max_new_tokens, seed=seed)
+    return exact_reward(roll, rows).view(len(rows), n)
 
 # %% ../nbs/09_rollouts.ipynb #27e4017b
 def clipped_policy_loss(logp:torch.Tensor, # (B, T) log-probs under the policy being trained
