@@ -205,6 +205,8 @@ def main(argv:list[str]|None=None, # the arguments (default: sys.argv[1:])
         print(f"ft-course {a.command}: error: {e}", file=sys.stderr); return EXIT_USAGE
     except Exception as e:
         print(f"ft-course {a.command}: the run failed: {type(e).__name__}: {e}", file=sys.stderr); return EXIT_FAILED
+    finally:                                                 # under torchrun: leave the process group before exiting
+        if 'torch' in sys.modules: from ft_course.finetune import end_processes; end_processes()
 
 # %% ../nbs/13b_cli.ipynb #33321884
 if __name__ == '__main__' and 'ipykernel' not in sys.modules: sys.exit(main())   # not when this notebook runs in Jupyter

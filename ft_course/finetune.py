@@ -27,7 +27,7 @@ from .train import TrainConfig, train
 
 # %% auto #0
 __all__ = ['METHODS', 'load_data', 'get_model', 'linear_targets', 'prepare_model', 'save_finetuned', 'make_config', 'dist_state',
-           'evaluate_sharded', 'Finetuned', 'finetune']
+           'end_processes', 'evaluate_sharded', 'Finetuned', 'finetune']
 
 # %% ../nbs/13_library.ipynb #eaf5eee4
 def load_data(data=None, # None: the course's instruction data; a .json/.jsonl path, a list of dicts or a `datasets.Dataset`
@@ -145,6 +145,10 @@ def make_config(cfg:TrainConfig|None=None, # a starting point (default: `TrainCo
 def dist_state()->PartialState:
     "Accelerate's process state; like `Accelerator`, it honours `ACCELERATE_USE_CPU` (so CPU processes under torchrun share work over gloo)."
     return PartialState(cpu=parse_flag_from_env('ACCELERATE_USE_CPU'))
+
+def end_processes():
+    "Leave the process group of a multi-process run, if there is one: a gloo group left to the interpreter's exit can abort a process."
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 
 def evaluate_sharded(model, tokenizer, rows, # as for `evaluate`
                      name:str='model', **kwargs, # `evaluate`'s other arguments
