@@ -31,10 +31,11 @@ def cache_dir()->Path:
     "Where the course caches models it builds (`$FT_COURSE_CACHE`, else ~/.cache/ft_course)."
     return Path(os.environ.get('FT_COURSE_CACHE') or Path.home()/'.cache'/'ft_course')
 
-def _start_key(**settings)->str:
-    "A short hash of the settings and the shipped base's weights."
+def _start_key(base=None, **settings)->str:
+    "A short hash of the settings and the base's weights (the shipped base's when `base` is None; a hub id's name)."
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    h.update((base_dir()/'model.safetensors').read_bytes())
+    weights = (base_dir() if base is None else Path(base))/'model.safetensors'
+    h.update(weights.read_bytes() if weights.exists() else str(base).encode())
     return h.hexdigest()[:16]
 
 def alignment_start(n_demos:int=START_DEMOS, # demonstrations: the first n of the training split
@@ -43,12 +44,13 @@ def alignment_start(n_demos:int=START_DEMOS, # demonstrations: the first n of th
                     seed:int=0, # seed of the data and the run
                     device=None, # where to put the model (default: `pick_device()`)
                     cache:bool=True, # load from / save to `cache_dir()`
+                    base=None, # None: the shipped base; a local model directory or a hub id
                    )->tuple:
-    "The shipped base fine-tuned on a few demonstrations: where PPO, GRPO and DPO start. Returns (model, tokenizer)."
+    "A base (the shipped one unless `base` names another) fine-tuned on a few demonstrations: where PPO, GRPO and DPO start. Returns (model, tokenizer)."
     if not 1 <= n_demos <= 935: raise ValueError(f"n_demos={n_demos}: use 1 to 935 (the size of the training split).")
-    path = cache_dir()/'alignment_start'/_start_key(n_demos=n_demos, steps=steps, lr=lr, seed=seed)
+    path = cache_dir()/'alignment_start'/_start_key(base, n_demos=n_demos, steps=steps, lr=lr, seed=seed)
     if cache and (path/'config.json').exists(): return load_base(path, device=device)
-    model, tok = load_base(device='cpu')
+    model, tok = load_base(base, device='cpu')
     demos = instruction_dataset(seed=seed)['train'].select(range(n_demos))
     train(model, demos, cfg=TrainConfig(lr=lr, max_steps=steps, seed=seed, progress=False, eval_every=10**9), tokenizer=tok)
     if cache:                                                    # write to a temp dir, then rename: never half a model

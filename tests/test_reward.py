@@ -190,3 +190,21 @@ def test_the_default_reward_model_ships():
         rm = RewardModel.load(shipped)
         assert rm.meta['recipe'] == dict(k=RM_K, epochs=RM_EPOCHS, lr=RM_LR, batch_size=RM_BATCH, seed=0, failures=True, lm_coef=lm)
     assert sorted(p.name for p in (base_dir().parent/'reward_model').iterdir()) == sorted(keys.values()), "remove stale reward models from the assets"
+
+
+def test_alignment_start_from_another_base(tmp_path, monkeypatch):
+    "`base=` fine-tunes the model it names and caches it under a key of its own weights: the shipped base's start is never reused for it."
+    from ft_course.models import base_dir, load_base
+    from ft_course.rollout import _start_key
+    monkeypatch.setenv('FT_COURSE_CACHE', str(tmp_path/'cache'))
+    m, tok = load_base(device='cpu')
+    with torch.no_grad(): m.transformer.wte.weight.mul_(0.5)               # another base: the same shapes, other weights
+    other = tmp_path/'other'; m.save_pretrained(other); tok.save_pretrained(other)
+    settings = dict(n_demos=4, steps=1, lr=1e-3, seed=0)
+    a, _ = alignment_start(**settings, base=other)
+    b, _ = alignment_start(**settings)
+    assert len(list((tmp_path/'cache'/'alignment_start').iterdir())) == 2  # two starts, two keys
+    assert not torch.equal(a.transformer.wte.weight, b.transformer.wte.weight)
+    again, _ = alignment_start(**settings, base=other)                     # from the cache
+    assert torch.equal(again.transformer.wte.weight, a.transformer.wte.weight)
+    assert _start_key(None, **settings) == _start_key(base_dir(), **settings)   # the key follows the weights, not the name
