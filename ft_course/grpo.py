@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from datasets import Dataset
 from .evaluate import alpaca_prompt, first_line, is_correct
 from safetensors.torch import load_file, save_file
 from .pretrain import save_checkpoint, load_checkpoint, _unique_tensors, renamed
@@ -20,7 +21,7 @@ from .rollout import (Rollout, sample, token_logprobs, masked_mean, exact_reward
                                kl_per_token, check_prompts_fit)
 
 # %% auto #0
-__all__ = ['group_advantages', 'grpo_loss', 'partial_reward', 'GRPOConfig', 'grpo', 'plot_grpo']
+__all__ = ['group_advantages', 'grpo_loss', 'partial_reward', 'GRPOConfig', 'grpo', 'plot_grpo', 'best_of_k']
 
 # %% ../nbs/09c_grpo.ipynb #ca91309c
 def group_advantages(rewards:torch.Tensor, # (B·G,) one reward per completion, the G completions of a prompt adjacent
@@ -256,3 +257,23 @@ def plot_grpo(hist:dict, # from `grpo`
     for a in ax: a.set_xlabel('step')
     fig.suptitle(title); fig.tight_layout()
     return fig
+
+# %% ../nbs/09c_grpo.ipynb #ad8c56c0
+def best_of_k(model, # the policy whose samples are kept
+              tokenizer, # its tokenizer
+              rows:list[dict], # examples (instruction, input, output, task); prompts are made with `alpaca_prompt`
+              score_fn=exact_reward, # score_fn(rollout, rows) -> (B,), the judge: the checker, a reward model's score, ...
+              k:int=8, # samples per prompt
+              min_score:float|None=1.0, # drop a prompt whose best sample scores below this (None: keep every prompt)
+              max_new_tokens:int=16, # the longest answer, EOS included
+              seed:int=0, # sampling seed
+             )->Dataset:
+    "Rejection sampling: each prompt's best of `k` samples by `score_fn`, as SFT rows (`output` = that sample, `score` = its score)."
+    if k < 1: raise ValueError(f"k={k}: sample at least one answer per prompt.")
+    roll = sample(model, tokenizer, [alpaca_prompt(r) for r in rows], n=k, max_new_tokens=max_new_tokens, seed=seed)
+    scores = check_rewards(score_fn(roll, rows), len(roll), 'score_fn').view(-1, k)
+    empty = torch.tensor([not t.strip() for t in roll.texts]).view(-1, k)  # EOS at once, or only blanks
+    scores = scores.masked_fill(empty, float('-inf'))                      # an empty answer is never kept
+    best = scores.argmax(1)                                              # the first of the best, on ties
+    keep = [i for i, j in enumerate(best.tolist()) if scores[i, j] > float('-inf') and (min_score is None or scores[i, j] >= min_score)]
+    return Dataset.from_list([dict(rows[i], output=roll.texts[i * k + best[i]], score=scores[i, best[i]].item()) for i in keep])

@@ -159,3 +159,37 @@ def test_old_names_warn_and_still_work(base, tmp_path):
     h_new = grpo(copy.deepcopy(base[0]), base[1], rows, exact_reward, GRPOConfig(**{**TINY, 'max_steps': 1}, save_every=1), out_dir=tmp_path/'new')
     assert h_old['reward'] == h_new['reward'] and (tmp_path/'old'/'checkpoint'/'state.json').exists()
     assert (tmp_path/'new'/'checkpoint'/'state.json').exists() and (tmp_path/'new'/'model.safetensors').exists()
+
+
+def test_best_of_k_keeps_each_prompts_best_and_never_an_empty_answer(base, rows):
+    "Rejection sampling: the kept answer is the judge's favourite of its prompt's k; empty answers and prompts under `min_score` drop out."
+    from ft_course.grpo import best_of_k
+    from ft_course.rollout import alignment_start
+    m, tok = alignment_start(device='cpu')
+    m = copy.deepcopy(m)                                                  # a policy that often says EOS at once
+    with torch.no_grad(): m.lm_head.weight[tok.eos_token_id] += 3.0
+    seen = {}
+    def loves_empty_then_long(roll, rs):                                  # scores empty answers highest: they must still never be kept
+        seen['roll'] = roll
+        return torch.tensor([100.0 if not t.strip() else float(len(t)) for t in roll.texts])
+    data = best_of_k(m, tok, rows[:6], loves_empty_then_long, k=4, min_score=None, max_new_tokens=8, seed=0)
+    texts = seen['roll'].texts
+    assert any(not t.strip() for t in texts) and any(t.strip() for t in texts)   # the situation: empty answers beside real ones
+    expect = []
+    for i in range(6):
+        cands = [t for t in texts[4 * i:4 * i + 4] if t.strip()]
+        if cands: expect.append((rows[i]['instruction'], rows[i]['input'], max(cands, key=len)))   # the first of the longest, on ties
+    assert [(d['instruction'], d['input'], d['output']) for d in data] == expect
+    assert all(d['output'].strip() and d['score'] == len(d['output']) for d in data)
+    assert len(best_of_k(m, tok, rows[:6], lambda roll, rs: torch.zeros(len(roll)), k=2, min_score=1.0, max_new_tokens=8)) == 0
+    right = best_of_k(m, tok, rows[:6], k=2, max_new_tokens=8)           # the default judge: the checker, right answers only
+    assert all(d['score'] == 1.0 for d in right)
+
+
+def test_best_of_k_refuses_bad_judges(base, rows):
+    from ft_course.grpo import best_of_k
+    m, tok = base
+    with pytest.raises(ValueError, match='k=0'): best_of_k(m, tok, rows[:2], k=0)
+    with pytest.raises(ValueError, match='one score per completion'): best_of_k(m, tok, rows[:2], lambda roll, rs: torch.zeros(3), k=2, max_new_tokens=4)
+    with pytest.raises(ValueError, match='NaN'): best_of_k(m, tok, rows[:2], lambda roll, rs: torch.full((len(roll),), float('nan')), k=2, max_new_tokens=4)
+    with pytest.raises(TypeError, match='returned None'): best_of_k(m, tok, rows[:2], lambda roll, rs: None, k=2, max_new_tokens=4)
