@@ -97,7 +97,7 @@ def test_exit_codes_and_messages(work, tmp_path, monkeypatch, capsys):
 def test_ctrl_c_exits_130(work, tmp_path):
     p = subprocess.Popen([*CLI, 'sft', '--model', str(work/'base'), '--data', str(work/'train.jsonl'), '--eval-frac', '0',
                           '--max-steps', '100000', '--batch-size', '4', '--out', str(tmp_path/'run')],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**ENV, 'PYTHONFAULTHANDLER': '1'}, cwd=ROOT)
     seen, err = threading.Event(), []
     def read():
         for chunk in iter(lambda: p.stderr.read(64), ''):
@@ -107,6 +107,9 @@ def test_ctrl_c_exits_130(work, tmp_path):
     assert seen.wait(90), ''.join(err)
     time.sleep(1); p.send_signal(signal.SIGINT)
     try: code = p.wait(120)
+    except subprocess.TimeoutExpired:                             # hung: SIGABRT makes faulthandler print every thread's stack
+        p.send_signal(signal.SIGABRT); p.wait(30); time.sleep(0.5)
+        pytest.fail('no exit within 120 s of Ctrl-C; the stacks at the time:\n' + ''.join(err)[-6000:])
     finally: p.kill()
     assert code == 130, ''.join(err)[-2000:]
     time.sleep(0.2)
