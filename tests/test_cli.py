@@ -97,7 +97,10 @@ def test_exit_codes_and_messages(work, tmp_path, monkeypatch, capsys):
 def test_ctrl_c_exits_130(work, tmp_path):
     p = subprocess.Popen([*CLI, 'sft', '--model', str(work/'base'), '--data', str(work/'train.jsonl'), '--eval-frac', '0',
                           '--max-steps', '100000', '--batch-size', '4', '--out', str(tmp_path/'run')],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**ENV, 'PYTHONFAULTHANDLER': '1'}, cwd=ROOT)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**ENV, 'PYTHONFAULTHANDLER': '1'}, cwd=ROOT,
+                         # a shell's background job (`bash test.sh &`, nohup) ignores SIGINT, and the child would inherit that:
+                         # Python then installs no KeyboardInterrupt handler and Ctrl-C is never seen
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, err = threading.Event(), []
     def read():
         for chunk in iter(lambda: p.stderr.read(64), ''):
