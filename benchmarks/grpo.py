@@ -12,6 +12,7 @@ machine load hits both; the best round counts. Then both models' held-out greedy
     python benchmarks/grpo.py                       # ~3 minutes on one thread
     python benchmarks/grpo.py --seconds 30 --rounds 1
     python benchmarks/grpo.py --sweep               # the settings sweep recorded in nbs/09c_grpo.ipynb (~15 minutes)
+    python benchmarks/grpo.py --seeds 4             # the longer runs, several seeds each, recorded there too (~25 minutes)
 
 The last line printed is one JSON object.
 """
@@ -39,6 +40,14 @@ SWEEP = [  # name, reward weight for partial credit (0: exact only), settings
     ('lr 1e-4, T = 0.7', 0, dict(lr=1e-4, temperature=0.7)),
 ]
 
+SEED_RUNS = [  # name, settings: each run to its last step, then held-out exact match (the chapter's SEEDS table)
+    ('lr 1e-4, 120 steps', dict(lr=1e-4, max_steps=120)),
+    ('lr 1e-4, cosine to 1e-5 over 100 steps', dict(lr=1e-4, max_steps=100, cosine=True)),
+    ('lr 1e-4, cosine to 1e-5 over 120 steps', dict(lr=1e-4, max_steps=120, cosine=True)),
+    ('lr 2e-4, cosine to 2e-5 over 120 steps', dict(lr=2e-4, max_steps=120, cosine=True)),
+    ('lr 1e-4, 32 prompts a step, 60 steps', dict(lr=1e-4, max_steps=60, prompts_per_step=32)),
+]
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -53,6 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sweep", action="store_true", help="run the settings sweep of the chapter instead (each run --seconds)")
+    p.add_argument("--seeds", type=int, default=0, help="instead, run each of SEED_RUNS with seeds 0 .. N-1 to its last step")
     return p.parse_args(argv)
 
 
@@ -106,11 +116,28 @@ def sweep(start, tok, rows, test, args):
     return out
 
 
+def seed_runs(start, tok, rows, test, args):
+    out = []
+    for name, kw in SEED_RUNS:
+        acc = []
+        for seed in range(args.seeds):
+            cfg = GRPOConfig(**{**dict(max_new_tokens=args.max_new, seed=seed, progress=False), **kw})
+            m = copy.deepcopy(start)
+            grpo(m, tok, rows, exact_reward, cfg)
+            acc.append(evaluate(m, tok, test).accuracy)
+        out.append(dict(setting=name, held_out_by_seed=acc, mean=sum(acc) / len(acc), worst=min(acc)))
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     start, tok = alignment_start()
     rows, test = rl_prompts(), instruction_dataset()["test"]
+    if args.seeds:
+        print(json.dumps(dict(benchmark="grpo_seeds", runs=seed_runs(start, tok, rows, test, args))))
+        return
     if args.sweep:
         res = sweep(start, tok, rows, test, args)
         print(json.dumps(dict(benchmark="grpo_sweep", seconds=args.seconds, runs=res)))

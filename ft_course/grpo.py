@@ -179,28 +179,31 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
                                    "The policy has collapsed: restart from the last checkpoint with a lower lr or a higher beta.")
             rewards = check_rewards(reward_fn(roll, batch_rows), len(roll), f'reward_fn (step {step})')
             adv = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
-            lp_fn = lambda m_, r_: token_logprobs(m_, r_, cfg.temperature, group=cfg.group_size if cfg.shared_prefix else 1)
-            with torch.no_grad(): old_logp, ref_logp = lp_fn(model, roll), lp_fn(ref, roll)
-            cm = roll.completion_mask.float()
-            kl_now = masked_mean(kl_per_token(old_logp, ref_logp, 'k3'), cm).item()
-            if cfg.max_kl is not None and kl_now > cfg.max_kl:
-                raise KLBlowUp(f"step {step}: KL to the start is {kl_now:.3f} > max_kl={cfg.max_kl}: the policy is running away. "
-                               f"Raise beta (now {cfg.beta}) or lower lr (now {cfg.lr}); the last good checkpoint is in {ckpt}.")
             G = cfg.group_size
             groups = torch.arange(len(roll) // G)                          # minibatches hold whole groups
             if cfg.skip_flat_groups: groups = groups[rewards.view(-1, G).std(1) > 0]
+            live_rows = (groups[:, None] * G + torch.arange(G)).flatten()  # the rows trained on: only they need log-probs
+            live, adv = roll.select(live_rows), adv[live_rows]
+            lp_fn = lambda m_, r_: token_logprobs(m_, r_, cfg.temperature, group=G if cfg.shared_prefix else 1)
+            kl_now = float('nan')                                          # no group to train on: nothing measured
+            if len(groups):
+                with torch.no_grad(): old_logp, ref_logp = lp_fn(model, live), lp_fn(ref, live)
+                kl_now = masked_mean(kl_per_token(old_logp, ref_logp, 'k3'), live.completion_mask.float()).item()
+            if cfg.max_kl is not None and kl_now > cfg.max_kl:
+                raise KLBlowUp(f"step {step}: KL to the start is {kl_now:.3f} > max_kl={cfg.max_kl}: the policy is running away. "
+                               f"Raise beta (now {cfg.beta}) or lower lr (now {cfg.lr}); the last good checkpoint is in {ckpt}.")
             lr_now = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
             if cfg.cosine: lr_now *= 0.1 + 0.45 * (1 + math.cos(math.pi * step / max(1, cfg.max_steps - 1)))
             for g in opt.param_groups: g['lr'] = lr_now
-            n_tok = cm.view(-1, G, cm.shape[1])[groups].sum()
+            n_tok = live.completion_mask.sum()
             stats = dict(entropy=[], clip_frac=[], loss=[])
             gen = torch.Generator().manual_seed(cfg.seed * 31 + step)
             if len(groups):
                 for _ in range(cfg.epochs):
-                    perm = groups[torch.randperm(len(groups), generator=gen)]
+                    perm = torch.randperm(len(groups), generator=gen)   # positions in `live`
                     for gb in perm.chunk(min(cfg.minibatches, len(perm))):
                         mb = (gb[:, None] * G + torch.arange(G)).flatten()
-                        sub = roll.select(mb)
+                        sub = live.select(mb)
                         logp, ent = token_logprobs(model, sub, cfg.temperature, with_entropy=True, group=G if cfg.shared_prefix else 1)
                         m = sub.completion_mask.to(dev)
                         loss, st = grpo_loss(logp, old_logp[mb].to(dev), adv[mb].to(dev), m, cfg.clip, cfg.beta,
@@ -248,7 +251,7 @@ def plot_grpo(hist:dict, # from `grpo`
     s = hist['step']
     ax[0].plot(s, hist['reward'], label='reward'); ax[0].plot(s, hist['exact'], label='sampled exact match', alpha=.7)
     ax[0].set_title('reward (T = sampling temperature)'); ax[0].legend()
-    ax[1].plot(s, hist['kl']); ax[1].set_title('KL to the start (k3)')
+    ax[1].plot(s, hist['kl']); ax[1].set_title('KL to the start (k3, groups trained on)')
     ax[2].plot(s, hist['entropy']); ax[2].set_title('entropy per token (nats)')
     if hist['eval']:
         e = list(zip(*hist['eval'])); ax[3].plot(e[0], e[1], 'o-', label='GRPO')

@@ -193,3 +193,13 @@ def test_best_of_k_refuses_bad_judges(base, rows):
     with pytest.raises(ValueError, match='one score per completion'): best_of_k(m, tok, rows[:2], lambda roll, rs: torch.zeros(3), k=2, max_new_tokens=4)
     with pytest.raises(ValueError, match='NaN'): best_of_k(m, tok, rows[:2], lambda roll, rs: torch.full((len(roll),), float('nan')), k=2, max_new_tokens=4)
     with pytest.raises(TypeError, match='returned None'): best_of_k(m, tok, rows[:2], lambda roll, rs: None, k=2, max_new_tokens=4)
+
+
+def test_flat_groups_are_neither_scored_nor_trained(base, rows):
+    "A reward that every answer earns alike gives every group zero advantage: no update, and no KL measured (nan, not a stale 0)."
+    model, tok = copy.deepcopy(base[0]), base[1]
+    h = grpo(model, tok, rows, lambda roll, rs: torch.ones(len(roll)), GRPOConfig(**TINY))
+    assert all(k != k for k in h['kl']) and all(e != e for e in h['entropy'])
+    assert max((a - p).abs().max().item() for a, p in zip(model.parameters(), base[0].parameters())) == 0
+    h2 = grpo(copy.deepcopy(base[0]), tok, rows, parity_reward, GRPOConfig(**{**TINY, 'group_size': 4, 'prompts_per_step': 4}))
+    assert all(k == k and k >= 0 for k in h2['kl'])    # groups that differ are scored, and their KL is a number
