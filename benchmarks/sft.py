@@ -2,17 +2,19 @@
 
 All three train the same model (fresh copies of the same weights) on the same instruction data (the course's
 `instruction_dataset()` train split, Alpaca template, loss on the response only), with the same batch size, peak
-learning rate, warmup + cosine schedule, gradient clipping and fp32 on the CPU, for one epoch each. Every epoch holds
+learning rate, warmup + cosine schedule, gradient clipping and fp32 on the CPU (or bf16 autocast on a GPU with
+`--device cuda --bf16`), for one epoch each. Every epoch holds
 the same examples, so the three process the same number of real (non-padding) tokens; tokens/s is that number over the
 wall-clock time of the training call (dataset preparation, done once up front by each, is excluded). Each library keeps
 its own defaults otherwise (noted in the table: the optimizer implementation differs). TRL is given
-`gradient_checkpointing=False` and `bf16=False` (its defaults are True, which on a CPU only slows it down). The rounds
+`gradient_checkpointing=False` and bf16 only with `--bf16` (its defaults are True, which on a CPU only slows it down). The rounds
 alternate between the three so that a change in machine load hits all of them; the best round counts.
 
 Then exact match on the held-out test split before and after `--budget-s` seconds of our loop from the same base.
 
     python benchmarks/sft.py                        # ~4 minutes on 2 CPU cores
     python benchmarks/sft.py --rounds 1 --budget-s 30 --threads 1
+    python benchmarks/sft.py --device cuda --bf16          # on a GPU
 
 The model is the shipped base (`ft_course/assets/base`) if it exists, else `--base DIR`, else a small random GPT-2
 (throughput only means something then; exact match will stay near zero). The last line printed is one JSON object.
@@ -40,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=2, help="timed epochs per trainer (alternating); the best counts")
     p.add_argument("--budget-s", type=float, default=120, help="seconds of our loop for the exact-match measurement")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, all cores)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA for all three (TRL's and Trainer's bf16=True)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -58,7 +62,7 @@ def get_model(args):
 
 def run_ours(model, tok, tds, args, steps):
     cfg = TrainConfig(lr=args.lr, max_steps=steps, batch_size=args.batch_size, warmup=args.warmup, eval_every=10**9,
-                      seed=args.seed, progress=False)
+                      seed=args.seed, progress=False, bf16=args.bf16)
     t = time.perf_counter(); hist = train(model, tds, None, cfg, tokenizer=tok); dt = time.perf_counter() - t
     return dt, hist["train"][-1]
 
@@ -66,7 +70,7 @@ def run_ours(model, tok, tds, args, steps):
 def _hf_args(cls, out, args, steps, **kw):
     return cls(output_dir=out, per_device_train_batch_size=args.batch_size, max_steps=steps, learning_rate=args.lr,
                warmup_steps=args.warmup, lr_scheduler_type="cosine", weight_decay=0.0, max_grad_norm=1.0,
-               report_to="none", use_cpu=True, save_strategy="no", logging_strategy="no", bf16=False,
+               report_to="none", use_cpu=args.device == "cpu", save_strategy="no", logging_strategy="no", bf16=args.bf16,
                dataloader_num_workers=0, seed=args.seed, disable_tqdm=True, **kw)
 
 
@@ -97,7 +101,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore"); logging.getLogger("transformers").setLevel(logging.ERROR)
     load_at_start = os.getloadavg()[0]
     base, tok, desc = get_model(args)
-    base.train()
+    base.to(args.device).train()
     data = instruction_dataset(seed=args.seed)
     tds = tokenize_dataset(data["train"], tok, max_length=base.config.n_positions)
     steps = -(-len(tds) // args.batch_size)                        # one epoch
@@ -126,11 +130,12 @@ def main(argv=None):
     model = copy.deepcopy(base)
     before = evaluate(model, tok, data["test"], "base")
     cfg = TrainConfig(lr=args.lr, epochs=None, max_seconds=args.budget_s, batch_size=args.batch_size, warmup=args.warmup,
-                      eval_every=10**9, seed=args.seed, progress=False)
+                      eval_every=10**9, seed=args.seed, progress=False, bf16=args.bf16)
     hist = train(model, tds, None, cfg, tokenizer=tok)
     after = evaluate(model, tok, data["test"], "SFT")
 
-    print(f"torch {torch.__version__} | {platform.machine()} | threads {torch.get_num_threads()} | "
+    dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine()
+    print(f"torch {torch.__version__} | {dev_name} | {'bf16 autocast' if args.bf16 else 'fp32'} | threads {torch.get_num_threads()} | "
           f"1-min load average at start {load_at_start:.2f}")
     print(f"model: {desc}; {n_params / 1e6:.2f}M parameters, context {base.config.n_positions}")
     print(f"data: {len(tds)} training examples, {real_tokens} real tokens per epoch; batch {args.batch_size}, "
@@ -144,7 +149,7 @@ def main(argv=None):
     print(f"exact match on the test split ({len(data['test'])} examples): base {before.accuracy:.1%} -> "
           f"{after.accuracy:.1%} after {hist['seconds'][-1]:.0f} s ({hist['step'][-1]} steps) of ft_course.train")
     print(after.table().to_string())
-    result = dict(ours_tokens_per_s=round(tps["ours"], 1), trl_tokens_per_s=round(tps["trl"], 1),
+    result = dict(device=dev_name, bf16=args.bf16, ours_tokens_per_s=round(tps["ours"], 1), trl_tokens_per_s=round(tps["trl"], 1),
                   hf_tokens_per_s=round(tps["hf"], 1), ratio_ours_over_trl=round(tps["ours"] / tps["trl"], 3),
                   ratio_ours_over_hf=round(tps["ours"] / tps["hf"], 3),
                   seconds_per_epoch={k: [round(x, 2) for x in v] for k, v in times.items()},

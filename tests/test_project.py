@@ -34,6 +34,23 @@ def test_benchmarks_start():
         r = subprocess.run([sys.executable, str(b), '--help'], capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert r.returncode == 0 and 'usage' in r.stdout.lower(), (b.name, r.stderr[-500:])
 
+def test_gpu_script_uses_flags_that_exist():
+    "benchmarks/gpu.sh runs only on a GPU machine: check here that it parses and that every flag it passes still exists."
+    import re, subprocess, sys
+    sh = ROOT / 'benchmarks' / 'gpu.sh'
+    assert subprocess.run(['bash', '-n', str(sh)]).returncode == 0
+    calls = re.findall(r'^step \S+ \d+ \$PY (benchmarks/\S+\.py|-m pytest \S+)(.*)$', sh.read_text(), re.M)
+    assert len(calls) >= 8, calls
+    usages = {}
+    for target, rest in calls:
+        if target.startswith('-m pytest'): assert (ROOT / target.split()[-1]).exists(); continue
+        if target not in usages:
+            usages[target] = subprocess.run([sys.executable, target, '--help'], capture_output=True, text=True, timeout=120, cwd=ROOT).stdout
+        usage = usages[target]
+        for flag in re.findall(r'(--[a-z][a-z0-9-]*)', rest):
+            assert flag in usage, f"gpu.sh passes {flag} to {target}, which does not take it"
+
+
 def test_docs_processing_runs_no_lesson_code():
     "nbdev-docs executes every cell that imports anything (and export cells); a lesson line in such a cell breaks the site."
     import ast
