@@ -13,6 +13,7 @@ machine load hits both; the best round counts. Then both models' held-out greedy
     python benchmarks/grpo.py --seconds 30 --rounds 1
     python benchmarks/grpo.py --sweep               # the settings sweep recorded in nbs/09c_grpo.ipynb (~15 minutes)
     python benchmarks/grpo.py --seeds 4             # the longer runs, several seeds each, recorded there too (~25 minutes)
+    python benchmarks/grpo.py --device cuda --seeds 4 --setting 'over 100'   # the chapter's recipe on a GPU
 
 The last line printed is one JSON object.
 """
@@ -25,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from ft_course.data import instruction_dataset
 from ft_course.evaluate import alpaca_prompt, evaluate, first_line, is_correct
-from ft_course.grpo import GRPOConfig, grpo, partial_reward
+from ft_course.grpo import GRPOConfig, grpo, partial_reward, positions_from_mask
 from ft_course.rollout import alignment_start, exact_reward, rl_prompts
 
 SWEEP = [  # name, reward weight for partial credit (0: exact only), settings
@@ -63,6 +64,11 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sweep", action="store_true", help="run the settings sweep of the chapter instead (each run --seconds)")
     p.add_argument("--seeds", type=int, default=0, help="instead, run each of SEED_RUNS with seeds 0 .. N-1 to its last step")
+    p.add_argument("--setting", default="", help="with --seeds: only the SEED_RUNS whose name contains this text")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (both trainers, fp32)")
+    p.add_argument("--trainers", nargs="+", choices=["ours", "trl"], default=["ours", "trl"], help="which to run")
+    p.add_argument("--trl-positions-from-mask", action="store_true",
+                   help="ablation: give TRL's model position ids from the attention mask (cumsum - 1), as generate uses")
     return p.parse_args(argv)
 
 
@@ -89,8 +95,9 @@ def run_trl(start, tok, rows, args):
             if time.time() - self.t0 > args.seconds: control.should_training_stop = True
 
     m = copy.deepcopy(start)
+    if args.trl_positions_from_mask: positions_from_mask(m)
     per_batch = args.prompts * args.group
-    cfg = TRLConfig(output_dir=tempfile.mkdtemp(), bf16=False, gradient_checkpointing=False, use_cpu=True, report_to="none",
+    cfg = TRLConfig(output_dir=tempfile.mkdtemp(), bf16=False, gradient_checkpointing=False, use_cpu=args.device == "cpu", report_to="none",
                     save_strategy="no", disable_tqdm=True, logging_strategy="no", per_device_train_batch_size=per_batch // args.minibatches,
                     steps_per_generation=args.minibatches, num_generations=args.group, num_iterations=args.epochs,
                     max_completion_length=args.max_new, learning_rate=args.lr, lr_scheduler_type="constant", loss_type="grpo",
@@ -119,13 +126,15 @@ def sweep(start, tok, rows, test, args):
 def seed_runs(start, tok, rows, test, args):
     out = []
     for name, kw in SEED_RUNS:
-        acc = []
+        if args.setting not in name: continue
+        acc, secs = [], []
         for seed in range(args.seeds):
             cfg = GRPOConfig(**{**dict(max_new_tokens=args.max_new, seed=seed, progress=False), **kw})
             m = copy.deepcopy(start)
-            grpo(m, tok, rows, exact_reward, cfg)
+            t = time.perf_counter(); grpo(m, tok, rows, exact_reward, cfg); secs.append(round(time.perf_counter() - t, 1))
             acc.append(evaluate(m, tok, test).accuracy)
-        out.append(dict(setting=name, held_out_by_seed=acc, mean=sum(acc) / len(acc), worst=min(acc)))
+        out.append(dict(setting=name, held_out_by_seed=acc, mean=sum(acc) / len(acc), worst=min(acc), seconds_by_seed=secs,
+                        device=args.device))
         print(json.dumps(out[-1]), flush=True)
     return out
 
@@ -133,7 +142,7 @@ def seed_runs(start, tok, rows, test, args):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    start, tok = alignment_start()
+    start, tok = alignment_start(device=args.device)
     rows, test = rl_prompts(), instruction_dataset()["test"]
     if args.seeds:
         print(json.dumps(dict(benchmark="grpo_seeds", runs=seed_runs(start, tok, rows, test, args))))
@@ -145,6 +154,7 @@ def main(argv=None):
     best = {}
     for _ in range(args.rounds):
         for name, fn in (("ours", run_ours), ("trl", run_trl)):
+            if name not in args.trainers: continue
             m, batches, dt = fn(start, tok, rows, args)
             if name not in best or batches / dt > best[name][1] / best[name][2]: best[name] = (m, batches, dt)
     acc0 = evaluate(start, tok, test).accuracy
@@ -152,11 +162,12 @@ def main(argv=None):
     print(f"{'':6} {'rollout batches':>16} {'seconds':>8} {'batches/s':>10} {'held-out EM':>12}")
     print(f"{'start':6} {'':>16} {'':>8} {'':>10} {acc0:>12.1%}")
     for k, v in res.items(): print(f"{k:6} {v['batches']:>16.1f} {v['seconds']:>8.1f} {v['batches_per_s']:>10.3f} {v['held_out']:>12.1%}")
-    ratio = res["ours"]["batches_per_s"] / res["trl"]["batches_per_s"]
-    print(f"ours / TRL rollout batches per second: {ratio:.1f}x")
+    ratio = res["ours"]["batches_per_s"] / res["trl"]["batches_per_s"] if len(res) == 2 else None
+    if ratio: print(f"ours / TRL rollout batches per second: {ratio:.1f}x")
     print(json.dumps(dict(benchmark="grpo", machine=platform.machine(), threads=args.threads, torch=torch.__version__,
                           work=dict(prompts=args.prompts, group=args.group, epochs=args.epochs, minibatches=args.minibatches,
                                     max_new_tokens=args.max_new, lr=args.lr), seconds_budget=args.seconds,
+                          trl_positions_from_mask=args.trl_positions_from_mask, device=args.device,
                           start_held_out=acc0, speedup=ratio, **res)))
 
 

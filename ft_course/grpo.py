@@ -21,7 +21,8 @@ from .rollout import (Rollout, sample, token_logprobs, masked_mean, exact_reward
                                kl_per_token, check_prompts_fit)
 
 # %% auto #0
-__all__ = ['group_advantages', 'grpo_loss', 'partial_reward', 'GRPOConfig', 'grpo', 'plot_grpo', 'best_of_k']
+__all__ = ['group_advantages', 'grpo_loss', 'partial_reward', 'GRPOConfig', 'grpo', 'plot_grpo', 'best_of_k',
+           'positions_from_mask']
 
 # %% ../nbs/09c_grpo.ipynb #ca91309c
 def group_advantages(rewards:torch.Tensor, # (B·G,) one reward per completion, the G completions of a prompt adjacent
@@ -124,6 +125,10 @@ class GRPOConfig:
         if out_dir is not None: renamed('GRPOConfig', 'out_dir', 'grpo(out_dir=...)')
         self._out_dir = out_dir
 
+def _group_rows(groups:torch.Tensor, G:int)->torch.Tensor:
+    "Rollout rows of the groups `groups` (a group is G consecutive rows)."
+    return (groups[:, None] * G + torch.arange(G)).flatten()
+
 def _prompt_batch(n_rows:int, step:int, k:int, seed:int)->list[int]:
     "Row indices of step `step`: consecutive slices of seeded permutations (a fresh one each pass over the rows)."
     out = []
@@ -182,13 +187,13 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
             G = cfg.group_size
             groups = torch.arange(len(roll) // G)                          # minibatches hold whole groups
             if cfg.skip_flat_groups: groups = groups[rewards.view(-1, G).std(1) > 0]
-            live_rows = (groups[:, None] * G + torch.arange(G)).flatten()  # the rows trained on: only they need log-probs
+            live_rows = _group_rows(groups, G)                             # the rows trained on: only they need log-probs
             live, adv = roll.select(live_rows), adv[live_rows]
             lp_fn = lambda m_, r_: token_logprobs(m_, r_, cfg.temperature, group=G if cfg.shared_prefix else 1)
             kl_now = float('nan')                                          # no group to train on: nothing measured
             if len(groups):
                 with torch.no_grad(): old_logp, ref_logp = lp_fn(model, live), lp_fn(ref, live)
-                kl_now = masked_mean(kl_per_token(old_logp, ref_logp, 'k3'), live.completion_mask.float()).item()
+                kl_now = masked_mean(kl_per_token(old_logp, ref_logp, 'k3'), live.completion_mask.to(dev)).item()
             if cfg.max_kl is not None and kl_now > cfg.max_kl:
                 raise KLBlowUp(f"step {step}: KL to the start is {kl_now:.3f} > max_kl={cfg.max_kl}: the policy is running away. "
                                f"Raise beta (now {cfg.beta}) or lower lr (now {cfg.lr}); the last good checkpoint is in {ckpt}.")
@@ -202,7 +207,7 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
                 for _ in range(cfg.epochs):
                     perm = torch.randperm(len(groups), generator=gen)   # positions in `live`
                     for gb in perm.chunk(min(cfg.minibatches, len(perm))):
-                        mb = (gb[:, None] * G + torch.arange(G)).flatten()
+                        mb = _group_rows(gb, G)
                         sub = live.select(mb)
                         logp, ent = token_logprobs(model, sub, cfg.temperature, with_entropy=True, group=G if cfg.shared_prefix else 1)
                         m = sub.completion_mask.to(dev)
@@ -280,3 +285,15 @@ def best_of_k(model, # the policy whose samples are kept
     best = scores.argmax(1)                                              # the first of the best, on ties
     keep = [i for i, j in enumerate(best.tolist()) if scores[i, j] > float('-inf') and (min_score is None or scores[i, j] >= min_score)]
     return Dataset.from_list([dict(rows[i], output=roll.texts[i * k + best[i]], score=scores[i, best[i]].item()) for i in keep])
+
+# %% ../nbs/09c_grpo.ipynb #b80c6400
+def positions_from_mask(model):
+    "Patch a Hugging Face causal LM so that a forward pass given no `position_ids` numbers each row's positions from its attention mask, as `generate` does."
+    backbone = model.base_model          # TRL's fused LM head calls the backbone, not model.forward: patch it there
+    forward = backbone.forward
+    def fwd(input_ids=None, attention_mask=None, position_ids=None, **kw):
+        if position_ids is None and attention_mask is not None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kw)
+    backbone.forward = fwd
+    return model

@@ -83,6 +83,33 @@ def test_left_padding_gives_the_same_loss(base, rows):
     assert abs(batched.item() - torch.stack(alone).mean().item()) < 1e-5
 
 
+def test_positions_from_mask_fixes_a_bare_forward_and_trls_logprobs(base, rows):
+    "A left-padded forward with no position_ids is wrong on GPT-2; patched, it equals token_logprobs, also through TRL's fused head."
+    from trl import GRPOConfig as TRLConfig, GRPOTrainer
+    from ft_course.grpo import positions_from_mask
+    model, tok = base
+    roll, _ = _batch(tok, rows, same_length=False)
+    padded = ~roll.prompt_mask.bool().all(1)
+    assert padded.any() and not padded.all()
+    m = copy.deepcopy(model).eval()
+    args = TRLConfig(output_dir=tempfile.mkdtemp(), bf16=False, gradient_checkpointing=False, use_cpu=True, report_to='none',
+                     per_device_train_batch_size=8, num_generations=4, max_completion_length=16)
+    tr = GRPOTrainer(model=m, reward_funcs=[lambda prompts, completions, **kw: [0.0] * len(prompts)], args=args,
+                     train_dataset=__import__('datasets').Dataset.from_list([dict(prompt='a')] * 8), processing_class=tok)
+    T = roll.completion_ids.shape[1]
+    with torch.no_grad():
+        ours = token_logprobs(model, roll)
+        gap = lambda: (tr._get_per_token_logps_and_entropies(m, roll.input_ids, roll.attention_mask, T)[0] * roll.completion_mask - ours).abs().amax(1)
+        before = gap()
+        assert before[padded].min() > 0.1 and before[~padded].max() < 1e-4      # only the left-padded rows are wrong
+        assert positions_from_mask(m) is m
+        assert gap().max() < 1e-4
+        plain = m(input_ids=roll.input_ids, attention_mask=roll.attention_mask).logits   # a bare forward, patched too
+        ref = model(input_ids=roll.input_ids, attention_mask=roll.attention_mask,
+                    position_ids=(roll.attention_mask.cumsum(-1) - 1).clamp(min=0)).logits
+        assert (plain - ref).abs().max() < 1e-4
+
+
 def test_shared_prompt_logprobs_match_token_logprobs(base, rows):
     model, tok = base
     roll = sample(model, tok, [alpaca_prompt(r) for r in rows[:6]], n=4, max_new_tokens=12, seed=0)
