@@ -7,7 +7,7 @@ that finish with finite numbers where the GPU samples its own completions.
 
     pytest tests/test_cuda.py -v        # on a machine with a GPU
 """
-import copy, dataclasses
+import copy
 
 import pytest, torch
 
@@ -36,30 +36,16 @@ def _tensors():
 # ---- NF4 against bitsandbytes' CUDA kernels ---------------------------------------------------------------------------
 @pytest.mark.parametrize('name', list(_tensors()))
 def test_nf4_matches_bnb_cuda_kernels(name):
-    import bitsandbytes.functional as bnbf
-    from ft_course.quant import quantize_nf4
-    w = _tensors()[name].to(CUDA)
-    ours = quantize_nf4(w, double_quant=False)
-    packed, st = bnbf.quantize_4bit(w, quant_type='nf4', blocksize=64, compress_statistics=False)
+    from test_quant import check_parity_without_double_quant
+    ours, _ = check_parity_without_double_quant(_tensors()[name].to(CUDA))
     assert ours.packed.device.type == CUDA
-    assert torch.equal(ours.packed, packed.reshape(-1))                        # identical 4-bit codes
-    assert torch.equal(ours.absmax, st.absmax)
-    assert torch.equal(ours.dequantize().reshape(-1), bnbf.dequantize_4bit(packed, st).reshape(-1))
 
 
 @pytest.mark.parametrize('name', list(_tensors()))
 def test_nf4_double_quant_matches_bnb_cuda_kernels(name):
-    import bitsandbytes.functional as bnbf
-    from ft_course.quant import quantize_nf4
-    w = _tensors()[name].to(CUDA)
-    ours = quantize_nf4(w)
-    packed, st = bnbf.quantize_4bit(w, quant_type='nf4', blocksize=64, compress_statistics=True)
-    theirs = bnbf.dequantize_4bit(packed, st).reshape(w.shape)
-    assert torch.equal(ours.packed, packed.reshape(-1))
-    assert torch.equal(ours.offset, st.offset)
-    assert (ours.absmax2 - st.state2.absmax).abs().max() <= 1e-6
-    assert (ours.absmax != st.absmax).float().mean() < 0.01                   # the 8-bit scale codes: nearest vs bnb's search
-    assert torch.equal(dataclasses.replace(ours, absmax=st.absmax).dequantize(), theirs)
+    from test_quant import check_parity_double_quant
+    ours, _ = check_parity_double_quant(_tensors()[name].to(CUDA))
+    assert ours.packed.device.type == CUDA
 
 
 def test_nf4_cuda_equals_nf4_cpu():
@@ -156,17 +142,12 @@ def test_left_padded_logprobs_equal_unpadded_on_cuda(start):
     rows = rl_prompts(6)
     prompts, comps = [alpaca_prompt(r) for r in rows], [r['output'] for r in rows]
     with torch.no_grad():
-        batch = token_logprobs(m, _to(encode(tok, prompts, comps), CUDA))
+        batch = token_logprobs(m, encode(tok, prompts, comps).to(CUDA))
         assert not encode(tok, prompts, comps).prompt_mask.all()              # some prompts are left-padded
         for i in range(len(rows)):
-            one = token_logprobs(m, _to(encode(tok, prompts[i:i + 1], comps[i:i + 1]), CUDA))
+            one = token_logprobs(m, encode(tok, prompts[i:i + 1], comps[i:i + 1]).to(CUDA))
             n = one.shape[1]
             assert (batch[i, :n] - one[0]).abs().max().item() < 1e-4
-
-
-def _to(roll, device):
-    return dataclasses.replace(roll, **{f.name: getattr(roll, f.name).to(device) for f in dataclasses.fields(roll)
-                                        if isinstance(getattr(roll, f.name), torch.Tensor)})
 
 
 # ---- the alignment trainers on CUDA ---------------------------------------------------------------------------------------

@@ -32,20 +32,18 @@ def test_pack_unpack_round_trip(n):
     assert torch.equal(unpack4(p, n), c)
     assert pack4(torch.tensor([1, 2, 15, 0])).tolist() == [0x12, 0xF0]
 
-@pytest.mark.parametrize('name', list(tensors()))
-def test_parity_with_bnb_without_double_quant(name):
-    w = tensors()[name]
+def check_parity_without_double_quant(w):
+    "Our NF4 of `w` against bitsandbytes' on w's device (its CPU or CUDA kernels): the same codes, scales and values."
     ours = quantize_nf4(w, double_quant=False)
     packed, st = bnbf.quantize_4bit(w, quant_type='nf4', blocksize=64, compress_statistics=False)
     assert torch.equal(ours.packed, packed.reshape(-1))                 # identical 4-bit codes
     assert torch.equal(ours.absmax, st.absmax)
     d = ours.dequantize()
-    assert d.dtype == w.dtype and d.shape == w.shape
     assert torch.equal(d.reshape(-1), bnbf.dequantize_4bit(packed, st).reshape(-1))   # bnb returns 1-D input as (1, n)
+    return ours, d
 
-@pytest.mark.parametrize('name', list(tensors()))
-def test_parity_with_bnb_double_quant(name):
-    w = tensors()[name]
+def check_parity_double_quant(w):
+    "The same with double quantisation; returns (ours, bnb's dequantised tensor)."
     ours = quantize_nf4(w)
     packed, st = bnbf.quantize_4bit(w, quant_type='nf4', blocksize=64, compress_statistics=True)
     theirs = bnbf.dequantize_4bit(packed, st).reshape(w.shape)
@@ -56,6 +54,18 @@ def test_parity_with_bnb_double_quant(name):
     assert (ours.absmax != st.absmax).float().mean() < 0.01
     # with bnb's own 8-bit codes, our dequantisation is bnb's, bit for bit
     assert torch.equal(dataclasses.replace(ours, absmax=st.absmax).dequantize(), theirs)
+    return ours, theirs
+
+@pytest.mark.parametrize('name', list(tensors()))
+def test_parity_with_bnb_without_double_quant(name):
+    w = tensors()[name]
+    _, d = check_parity_without_double_quant(w)
+    assert d.dtype == w.dtype and d.shape == w.shape
+
+@pytest.mark.parametrize('name', list(tensors()))
+def test_parity_with_bnb_double_quant(name):
+    w = tensors()[name]
+    ours, theirs = check_parity_double_quant(w)
     err_ours = (ours.dequantize().float() - w.float()).abs().mean().item()
     err_bnb = (theirs.float() - w.float()).abs().mean().item()
     assert abs(err_ours - err_bnb) <= 1e-6
