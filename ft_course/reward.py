@@ -17,16 +17,17 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel
 
-from .data import TASKS, _failures, parse
+from .data import TASKS, _failures, instruction_dataset, parse
 from .evaluate import alpaca_prompt, first_line
 from .models import base_dir, pad_token_id, with_bos
 from .rollout import (Rollout, _right_pad, _start_key, alignment_start, cache_dir, context_length,
                                exact_reward, rl_prompts, sample)
 
 # %% auto #0
-__all__ = ['PAIR_COLUMNS', 'RM_K', 'RM_EPOCHS', 'RM_LR', 'RM_BATCH', 'RM_LM_COEF', 'sample_comparisons', 'failure_pairs',
-           'RewardModel', 'bt_loss', 'check_pairs', 'encode_pair_ids', 'collate_pairs', 'pair_rewards', 'pair_accuracy',
-           'train_reward_model', 'reward_model_key', 'trained_reward_model', 'answer_lm_loss', 'reward_auc']
+__all__ = ['PAIR_COLUMNS', 'RM_K', 'RM_EPOCHS', 'RM_LR', 'RM_BATCH', 'RM_LM_COEF', 'RM_PROMPTS', 'RL_PROMPTS',
+           'sample_comparisons', 'failure_pairs', 'RewardModel', 'bt_loss', 'check_pairs', 'encode_pair_ids',
+           'collate_pairs', 'pair_rewards', 'pair_accuracy', 'train_reward_model', 'comparison_prompts',
+           'reward_model_key', 'trained_reward_model', 'answer_lm_loss', 'reward_auc']
 
 # %% ../nbs/09a_reward_model.ipynb #33a8b4ab
 PAIR_COLUMNS = ('prompt', 'chosen', 'rejected')
@@ -333,15 +334,30 @@ def train_reward_model(rm:RewardModel, # the model to train (in place)
     return rm, hist
 
 # %% ../nbs/09a_reward_model.ipynb #1dbb72c6
-RM_K, RM_EPOCHS, RM_LR, RM_BATCH, RM_LM_COEF = 8, 3, 1e-3, 32, 1.0   # the recipe of `trained_reward_model`
+RM_K, RM_EPOCHS, RM_LR, RM_BATCH, RM_LM_COEF, RM_PROMPTS = 8, 3, 1e-3, 32, 1.0, 8000   # the recipe of `trained_reward_model`
+RL_PROMPTS = 835                                                # `len(rl_prompts())`: the prompts of the first recipes
+
+def comparison_prompts(n:int=RM_PROMPTS, # how many prompts
+                       seed:int=0, # the dataset seed (its held-out (verb, object) combinations stay out)
+                      )->list[dict]:
+    "`n` training prompts to collect comparisons on: the RL prompts first, then fresh ones from the same distribution."
+    rows = rl_prompts(seed=seed)
+    if n < 1: raise ValueError(f"n={n}: ask for at least one prompt.")
+    if n <= len(rows): return rows[:n]
+    seen = {(r['task'], r['input']) for split in instruction_dataset(seed=seed).values() for r in split}
+    more = instruction_dataset(n=int(n / 0.85) + 200, seed=seed)['train']          # same seed: same held-out combinations, kept out
+    rows += [r for r in more if (r['task'], r['input']) not in seen][:n - len(rows)]
+    if len(rows) < n: raise ValueError(f"n={n}: only {len(rows)} distinct prompts could be drawn; ask for fewer.")
+    return rows
 
 def reward_model_key(k:int=RM_K, epochs:int=RM_EPOCHS, lr:float=RM_LR, batch_size:int=RM_BATCH, seed:int=0,
-                     failures:bool=True, lm_coef:float=RM_LM_COEF)->str:
+                     failures:bool=True, lm_coef:float=RM_LM_COEF, prompts:int=RM_PROMPTS)->str:
     "The cache (and asset) key of a `trained_reward_model` recipe and the shipped base."
-    extra = dict(lm_coef=lm_coef) if lm_coef else {}            # Bradley–Terry-only recipes keep their earlier keys
+    extra = dict(lm_coef=lm_coef) if lm_coef else {}            # earlier recipes keep their keys: Bradley–Terry alone,
+    if prompts != RL_PROMPTS: extra['prompts'] = prompts        # and comparisons on the RL prompts only
     return _start_key(kind='reward_model', k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures, version=2, **extra)
 
-def trained_reward_model(k:int=RM_K, # samples per RL prompt for the comparisons
+def trained_reward_model(k:int=RM_K, # samples per prompt for the comparisons
                          epochs:int=RM_EPOCHS, # passes over the pairs
                          lr:float=RM_LR, # peak learning rate
                          batch_size:int=RM_BATCH, # pairs per step
@@ -351,22 +367,25 @@ def trained_reward_model(k:int=RM_K, # samples per RL prompt for the comparisons
                          progress:bool=False, # show progress while building
                          failures:bool=True, # also train on gold-vs-typical-failure pairs of the RL prompts
                          lm_coef:float=RM_LM_COEF, # weight of the LM loss on the chosen answers (0: Bradley–Terry alone)
+                         prompts:int=RM_PROMPTS, # prompts to sample comparisons on (`comparison_prompts`; 835: the RL prompts only)
                         )->RewardModel:
     "The course's reward model: the alignment start's transformer trained on comparisons of its own samples (cached)."
-    key = reward_model_key(k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures, lm_coef=lm_coef)
+    key = reward_model_key(k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures, lm_coef=lm_coef, prompts=prompts)
     shipped, path = base_dir().parent/'reward_model'/key, cache_dir()/'reward_model'/key
     if cache and (shipped/'model.safetensors').exists(): return RewardModel.load(shipped, device)   # the default recipe ships
     if cache and (path/'model.safetensors').exists(): return RewardModel.load(path, device)
     model, tok = alignment_start(device='cpu')
     rows = rl_prompts()
-    pairs = sample_comparisons(model, tok, rows, k=k, seed=seed, progress=progress)
+    pairs = sample_comparisons(model, tok, comparison_prompts(prompts), k=k, seed=seed, progress=progress)
     n_sampled = len(pairs)
-    if failures: pairs = concatenate_datasets([pairs, failure_pairs(rows)])
+    if failures: pairs = concatenate_datasets([pairs, failure_pairs(rows)])   # typical failures: on the RL prompts only
     torch.manual_seed(seed)
     rm = RewardModel.from_causal_lm(model)
     rm, hist = train_reward_model(rm, tok, pairs, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress, lm_coef=lm_coef)
     rm.normalize_(sample(model, tok, [alpaca_prompt(r) for r in rows], n=1, seed=seed + 1))   # mean 0, std 1 on the start's samples
-    rm.meta = dict(recipe=dict(k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures, lm_coef=lm_coef),
+    recipe = dict(k=k, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, failures=failures, lm_coef=lm_coef)
+    if prompts != RL_PROMPTS: recipe['prompts'] = prompts
+    rm.meta = dict(recipe=recipe,
                    pairs=len(pairs), sampled_pairs=n_sampled, history=hist)
     if cache:
         try: rm.save(path, rm.meta)

@@ -179,17 +179,38 @@ def test_bad_inputs(start, pairs):
 def test_the_default_reward_model_ships():
     "Chapters 9a, 9b, 10b and 11 load the course's reward models from the package (a cold build takes minutes of CPU)."
     from ft_course.models import base_dir
-    from ft_course.reward import RM_BATCH, RM_EPOCHS, RM_K, RM_LM_COEF, RM_LR, RewardModel, reward_model_key
-    keys = {lm: reward_model_key(lm_coef=lm) for lm in (RM_LM_COEF, 0.0)}    # the course RM and Bradley-Terry alone (9a)
-    assert len(set(keys.values())) == 2
-    for lm, key in keys.items():
+    from ft_course.reward import RL_PROMPTS, RM_BATCH, RM_EPOCHS, RM_K, RM_LM_COEF, RM_LR, RM_PROMPTS, RewardModel, reward_model_key
+    recipes = [dict(lm_coef=RM_LM_COEF, prompts=RM_PROMPTS),      # the course RM
+               dict(lm_coef=RM_LM_COEF, prompts=RL_PROMPTS),      # + LM loss, comparisons on the RL prompts only (9a)
+               dict(lm_coef=0.0, prompts=RL_PROMPTS)]             # Bradley-Terry alone (9a)
+    keys = [reward_model_key(**r) for r in recipes]
+    assert len(set(keys)) == 3
+    for r, key in zip(recipes, keys):
         shipped = base_dir().parent/'reward_model'/key
         assert (shipped/'model.safetensors').exists(), (
-            f"The shipped reward model (lm_coef={lm}) does not match the recipe or the base (key {key}): rebuild it with "
-            f"`trained_reward_model(lm_coef={lm}, cache=False).save(...)` into ft_course/assets/reward_model/<key> and remove the old one.")
+            f"The shipped reward model ({r}) does not match the recipe or the base (key {key}): rebuild it with "
+            f"`trained_reward_model(**{r}, cache=False).save(...)` into ft_course/assets/reward_model/<key> and remove the old one.")
         rm = RewardModel.load(shipped)
-        assert rm.meta['recipe'] == dict(k=RM_K, epochs=RM_EPOCHS, lr=RM_LR, batch_size=RM_BATCH, seed=0, failures=True, lm_coef=lm)
-    assert sorted(p.name for p in (base_dir().parent/'reward_model').iterdir()) == sorted(keys.values()), "remove stale reward models from the assets"
+        want = dict(k=RM_K, epochs=RM_EPOCHS, lr=RM_LR, batch_size=RM_BATCH, seed=0, failures=True, lm_coef=r['lm_coef'])
+        if r['prompts'] != RL_PROMPTS: want['prompts'] = r['prompts']
+        assert rm.meta['recipe'] == want
+    assert sorted(p.name for p in (base_dir().parent/'reward_model').iterdir()) == sorted(keys), "remove stale reward models from the assets"
+
+
+def test_comparison_prompts():
+    "The RL prompts first, then fresh distinct training prompts; never a held-out (verb, object) combination; bad n fails clearly."
+    from ft_course.data import _heldout_pairs, instruction_dataset, parse
+    from ft_course.reward import comparison_prompts
+    from ft_course.rollout import rl_prompts
+    rows, rl = comparison_prompts(2000), rl_prompts()
+    assert len(rows) == 2000 and rows[:len(rl)] == rl
+    assert len({(r['task'], r['input']) for r in rows}) == 2000
+    held = _heldout_pairs(0)
+    assert not any((parse(r['input']).verb.base, parse(r['input']).obj) in held for r in rows)
+    standard = {(r['task'], r['input']) for split in instruction_dataset().values() for r in split}
+    assert not any((r['task'], r['input']) in standard for r in rows[len(rl):])
+    assert comparison_prompts(10) == rl[:10]
+    with pytest.raises(ValueError, match="at least one"): comparison_prompts(0)
 
 
 def test_alignment_start_from_another_base(tmp_path, monkeypatch):
