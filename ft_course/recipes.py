@@ -42,7 +42,7 @@ class Run:
 # %% ../nbs/10b_compared.ipynb #6a3a1cdc
 DPO_RECIPE = dict(max_steps=50, batch_size=16, lr=1e-3, nll=1.0)
 GRPO_RECIPE = dict(lr=1e-4, max_steps=16, prompts_per_step=16, group_size=8, epochs=2, minibatches=2, max_new_tokens=16)
-PPO_RECIPE = dict(max_steps=20, prompts_per_step=16, samples_per_prompt=4, epochs=2, minibatches=1, lr=2e-4, beta=0.2, vf_coef=0.5, seed=0)
+PPO_RECIPE = dict(max_steps=20, prompts_per_step=16, samples_per_prompt=4, epochs=2, minibatches=1, lr=2e-4, beta=0.1, vf_coef=0.5, seed=0)
 
 def run_dpo(start, tok, pairs:list[dict]|None=None, **kw)->Run:
     "DPO + NLL from a copy of `start` on `pairs` (default `train_pairs()`), reference log-probs precomputed."
