@@ -1,5 +1,9 @@
 """Iterated RLHF: PPO against the course's reward model, with the reward model retrained on the policy's own samples.
 
+The results below were measured with chapter 9a's reward model trained on comparisons from the 835 RL prompts
+(`--rm-prompts 835`, the default here, so they can be rerun). The course RM now learns from comparisons on 8000
+prompts (`--rm-prompts 8000`); `experiments/rm_scale.py` measures what that changes.
+
 Chapter 9b measures reward hacking: PPO against the reward model trained on the alignment start's samples gains
 little on held-out exact match, while the same PPO against the exact checker gains more. The reward model is right
 about answers like the start's and can be wrong about the answers the policy moves to. InstructGPT and later work
@@ -45,11 +49,14 @@ from datasets import concatenate_datasets
 from ft_course.data import instruction_dataset
 from ft_course.evaluate import alpaca_prompt
 from ft_course.ppo import PPOConfig, ppo
-from ft_course.reward import pair_accuracy, sample_comparisons, train_reward_model, trained_reward_model
+from ft_course.reward import RL_PROMPTS, pair_accuracy, sample_comparisons, train_reward_model, trained_reward_model
 from ft_course.rollout import alignment_start, rl_prompts, sample
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--rm-prompts', type=int, default=RL_PROMPTS,
+                    help="the reward model's recipe: prompts its comparisons were sampled on (835, the default: the RL prompts only, "
+                         "the reward model these results were measured with; 8000: the course RM of chapter 9a)")
     ap.add_argument('--every', type=int, default=5, help='PPO steps between reward-model refreshes')
     ap.add_argument('--phases', type=int, default=8, help='number of phases (total steps = every x phases)')
     ap.add_argument('--rm-lr', type=float, default=1e-3, help='learning rate of each refresh epoch')
@@ -60,7 +67,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     start, tok = alignment_start(); rows = rl_prompts(); test = instruction_dataset()['test'].to_list()
-    rm = trained_reward_model(lm_coef=a.lm_coef)
+    rm = trained_reward_model(lm_coef=a.lm_coef, prompts=a.rm_prompts)
     start_samples = sample(start, tok, [alpaca_prompt(r) for r in rows], n=1, seed=1)
     policy, out, pool, t0 = copy.deepcopy(start), tempfile.mkdtemp(), None, time.time()
     for ph in range(a.phases):

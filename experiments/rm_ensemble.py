@@ -1,5 +1,9 @@
 """PPO against an ensemble of reward models, scored conservatively: does it resist the hacking of chapter 9b?
 
+The results below were measured with chapter 9a's reward model trained on comparisons from the 835 RL prompts
+(`--rm-prompts 835`, the default here, so they can be rerun). The course RM now learns from comparisons on 8000
+prompts (`--rm-prompts 8000`); `experiments/rm_scale.py` measures what that changes.
+
 Chapter 9b's PPO, with chapter 9a's reward model as its reward, is held back by the reward model's blind spots: the
 policy finds answers the reward model overrates. Ensembles are a known remedy for over-optimisation (Coste et al.,
 2023, "Reward model ensembles help mitigate overoptimization"). Reward models trained with different seeds agree
@@ -38,7 +42,7 @@ import argparse, copy, json, time
 import torch
 from ft_course.data import instruction_dataset
 from ft_course.ppo import PPOConfig, ppo
-from ft_course.reward import trained_reward_model
+from ft_course.reward import RL_PROMPTS, trained_reward_model
 from ft_course.rollout import alignment_start, rl_prompts
 
 
@@ -52,6 +56,9 @@ def ensemble_reward(rms, penalty:float):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--rm-prompts', type=int, default=RL_PROMPTS,
+                    help="the reward model's recipe: prompts its comparisons were sampled on (835, the default: the RL prompts only, "
+                         "the reward model these results were measured with; 8000: the course RM of chapter 9a)")
     ap.add_argument('--members', type=int, default=4, help='reward models, seeds 0 .. members - 1')
     ap.add_argument('--penalty', type=float, default=1.0, help='lambda in mean - lambda * std')
     ap.add_argument('--beta', type=float, default=0.2)
@@ -61,7 +68,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     start, tok = alignment_start(); rows, test = rl_prompts(), instruction_dataset()['test']
-    rms = [trained_reward_model(seed=s) for s in range(a.members)]
+    rms = [trained_reward_model(seed=s, prompts=a.rm_prompts) for s in range(a.members)]
     cfg = PPOConfig(max_steps=a.steps, prompts_per_step=16, samples_per_prompt=4, epochs=2, minibatches=1, lr=2e-4, beta=a.beta,
                     vf_coef=0.5, eval_every=a.steps // 2, seed=a.seed, progress=False)
     t0, m = time.time(), copy.deepcopy(start)
