@@ -104,7 +104,7 @@ from ft_course.reward import RM_PROMPTS, comparison_prompts, pair_accuracy, samp
 from ft_course.rollout import sample
 from ft_course.rollout import alignment_start, exact_reward, rl_prompts, START_LR
 from ft_course.train import TrainConfig, train
-from rl_reach import reach
+from rl_reach import add_rm_prompts_arg, reach
 
 
 def judged_data(model, tok, rows:list[dict], k:int, judge:str, rm=None, seed:int=0, rm_min_score:float|None=None)->tuple:
@@ -128,8 +128,7 @@ def main():
     ap.add_argument('--ppo', type=int, default=0,
                     help="steps of PPO against the reward model after the last round (Llama 2's order: rejection sampling, then PPO; 0: none)")
     ap.add_argument('--ppo-beta', type=float, default=0.1, help="PPO's KL coefficient (the reference is the model PPO starts from)")
-    ap.add_argument('--rm-prompts', type=int, default=RM_PROMPTS,
-                    help="the reward model's recipe: prompts its comparisons were sampled on (835: the RL prompts only, chapter 9a's earlier RM)")
+    add_rm_prompts_arg(ap, RM_PROMPTS)
     ap.add_argument('--rm-refresh', type=int, default=0,
                     help="with judge 'rm': after each round, sample 4 answers per prompt from the new model on this many fresh prompts, "
                          "let the checker label them, and train the reward model one more epoch on all such pairs so far (Llama 2's loop; 0: never)")

@@ -30,6 +30,7 @@ reward model overrates. A small KL penalty (β = 0.04) only delays it by a few s
 """
 import argparse, copy, json, time
 import torch
+from rl_reach import add_rm_prompts_arg
 from ft_course.data import instruction_dataset
 from ft_course.evaluate import evaluate
 from ft_course.grpo import GRPOConfig, grpo
@@ -39,9 +40,7 @@ from ft_course.rollout import alignment_start, rl_prompts
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--rm-prompts', type=int, default=RL_PROMPTS,
-                    help="the reward model's recipe: prompts its comparisons were sampled on (835, the default: the RL prompts only, "
-                         "the reward model these results were measured with; 8000: the course RM of chapter 9a)")
+    add_rm_prompts_arg(ap, RL_PROMPTS)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--steps', type=int, default=100)
     ap.add_argument('--beta', type=float, default=0.0, help='weight of the k3 KL penalty to the start')

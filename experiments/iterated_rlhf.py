@@ -46,6 +46,7 @@ time (about 350 s against 49 s in all: sampling 4 x 835 answers, then an epoch o
 import argparse, copy, json, tempfile, time
 import torch
 from datasets import concatenate_datasets
+from rl_reach import add_rm_prompts_arg
 from ft_course.data import instruction_dataset
 from ft_course.evaluate import alpaca_prompt
 from ft_course.ppo import PPOConfig, ppo
@@ -54,9 +55,7 @@ from ft_course.rollout import alignment_start, rl_prompts, sample
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--rm-prompts', type=int, default=RL_PROMPTS,
-                    help="the reward model's recipe: prompts its comparisons were sampled on (835, the default: the RL prompts only, "
-                         "the reward model these results were measured with; 8000: the course RM of chapter 9a)")
+    add_rm_prompts_arg(ap, RL_PROMPTS)
     ap.add_argument('--every', type=int, default=5, help='PPO steps between reward-model refreshes')
     ap.add_argument('--phases', type=int, default=8, help='number of phases (total steps = every x phases)')
     ap.add_argument('--rm-lr', type=float, default=1e-3, help='learning rate of each refresh epoch')

@@ -64,6 +64,14 @@ from ft_course.grpo import GRPOConfig, grpo
 from ft_course.rollout import alignment_start, exact_reward, pass_at_k, rl_prompts, sampled_correct
 
 
+def add_rm_prompts_arg(ap, default:int):
+    "The `--rm-prompts` flag of the reward-model experiments: which of chapter 9a's reward-model recipes to load."
+    ap.add_argument('--rm-prompts', type=int, default=default,
+                    help="the reward model's recipe: prompts its comparisons were sampled on (835: the RL prompts only, the reward "
+                         "model the results recorded in this script's docstring were measured with unless it says otherwise; "
+                         "8000: the course RM of chapter 9a)")
+
+
 def reach(model, tok, test:list[dict], k:int=32, seed:int=5)->dict:
     "pass@1/8/k of `model` on the held-out rows, k samples each."
     ok = sampled_correct(model, tok, test, k, seed=seed)

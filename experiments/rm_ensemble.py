@@ -40,6 +40,7 @@ reach of a learned reward at this scale.
 """
 import argparse, copy, json, time
 import torch
+from rl_reach import add_rm_prompts_arg
 from ft_course.data import instruction_dataset
 from ft_course.ppo import PPOConfig, ppo
 from ft_course.reward import RL_PROMPTS, trained_reward_model
@@ -56,9 +57,7 @@ def ensemble_reward(rms, penalty:float):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--rm-prompts', type=int, default=RL_PROMPTS,
-                    help="the reward model's recipe: prompts its comparisons were sampled on (835, the default: the RL prompts only, "
-                         "the reward model these results were measured with; 8000: the course RM of chapter 9a)")
+    add_rm_prompts_arg(ap, RL_PROMPTS)
     ap.add_argument('--members', type=int, default=4, help='reward models, seeds 0 .. members - 1')
     ap.add_argument('--penalty', type=float, default=1.0, help='lambda in mean - lambda * std')
     ap.add_argument('--beta', type=float, default=0.2)
