@@ -100,6 +100,8 @@ def main():
     ap.add_argument('--refresh-prompts', type=int, default=0,
                     help='sample each refresh on this many prompts beyond the RL prompts (`comparison_prompts`, new ones each time; 0: the RL prompts)')
     ap.add_argument('--budget-s', type=float, default=None, help='start no new phase after this many seconds')
+    ap.add_argument('--prompts-per-step', type=int, default=16, help="PPO's prompts per rollout")
+    ap.add_argument('--samples-per-prompt', type=int, default=4, help="PPO's completions per prompt")
     ap.add_argument('--device', default='cpu', help="where the policy and the reward model run ('cpu', 'cuda')")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -109,7 +111,8 @@ def main():
     more = comparison_prompts(len(rows) + a.phases * a.refresh_prompts) if a.refresh_prompts else None   # drawn once: phases get disjoint slices
     policy, out, pool, t0 = copy.deepcopy(start), tempfile.mkdtemp(), None, time.time()
     for ph in range(a.phases):
-        cfg = PPOConfig(max_steps=a.every * (ph + 1), prompts_per_step=16, samples_per_prompt=4, epochs=2, minibatches=1, lr=2e-4,
+        cfg = PPOConfig(max_steps=a.every * (ph + 1), prompts_per_step=a.prompts_per_step, samples_per_prompt=a.samples_per_prompt,
+                        epochs=2, minibatches=1, lr=2e-4,
                         beta=a.beta, vf_coef=0.5, seed=a.seed, progress=False, save_every=a.every)
         h = ppo(policy, tok, rows, lambda roll, rs: rm.score(roll), cfg, ref=start, eval_ds=test, out_dir=out, resume=ph > 0)
         st = h['steps'][-a.every:]
