@@ -61,6 +61,8 @@ and carried over. Held-out greedy exact match every 50 steps (raw records:
 | 2 | 49.1 % | 62.7 % | 70.0 % | 66.4 % | 76.4 % | 77.3 % | **77.3 %** | 0.71 |
 | 3 | 50.0 % | 59.1 % | 65.5 % | 60.9 % | 69.1 % | 71.8 % | 62.7 % | 0.68 |
 | 0, on this machine's CPU (one thread, 2199 s) | 44.5 % | 48.2 % | 45.5 % | 70.9 % | 63.6 % | 71.8 % | 73.6 % | 0.66 |
+| 1, on this machine's CPU (one thread, 2448 s) | 42.7 % | 60.9 % | 70.0 % | 65.5 % | 70.0 % | 68.2 % | 69.1 % | 0.68 |
+| 2, on this machine's CPU (one thread, 2402 s) | 50.0 % | 50.0 % | 60.9 % | 70.9 % | 73.6 % | 80.0 % | 73.6 % | 0.73 |
 
 Beside them, in the same GPU session, `experiments/rm_scale.py`'s PPO
 for 600 steps with the same settings but no refresh: 60.0 % (58-64 % from step 200 on; the checker's reward on its
@@ -70,8 +72,9 @@ What it says:
 - With its reward model refreshed on the policy's own samples, PPO with a learned reward reaches +25 points in
   every GPU seed (by step 400) and the course's 75 % in two of four seeds at step 600 (78.2 and 77.3 %; mean 71.8 %,
   +37 points). The same PPO against the fixed reward model levels off at 60 %: the refresh is worth about 12 points.
-- The same command on this machine's CPU (seed 0; CUDA and the CPU draw different samples from the same seed)
-  climbed later and ended at 73.6 % (+29.1 points), after 37 minutes of one thread.
+- The same command on this machine's CPU (CUDA and the CPU draw different samples from the same seed) ended at
+  73.6, 69.1 and 73.6 % for seeds 0-2, after 37-41 minutes of one thread each (seed 2 was at 80.0 % at step 550).
+  Over all seven runs: 71.9 % on average at step 600 (+37.4 points), +25 in every one, 75 % in two.
 - The refreshed reward model comes close to the checker itself: 71.8 % on average against the checker run's 73.6 %
   (one seed, same batch), though the checker's reward on PPO's samples ends lower (0.67-0.72 against 0.82).
 - The reward model's accuracy on the policy's fresh pairs falls from about 90 % (phase 0) to 73-84 % as the policy
