@@ -17,6 +17,9 @@
 # OUTDIR (default gpu_results/) gets gpu.log (everything) and results.jsonl (each benchmark's last JSON line).
 # The steps run in this order until SECONDS (default 600) are spent; a step that fails does not stop the others.
 # ONLY=REGEX runs only the steps whose names match (e.g. ONLY='test_cuda|grpo').
+# The alignment start is a seeded SFT run, and another CPU or torch build trains a different one (27.3 % on an H200
+# host's torch 2.11, 34.5 % here). To compare with this machine's numbers, copy ~/.cache/ft_course/alignment_start
+# into a folder that travels with the run and export FT_COURSE_CACHE=<that folder's parent> before this script.
 set -u
 OUT=${1:-gpu_results}; BUDGET=${2:-600}; ONLY=${ONLY:-.}
 mkdir -p "$OUT"; LOG="$OUT/gpu.log"; RES="$OUT/results.jsonl"; : > "$LOG"; : > "$RES"
