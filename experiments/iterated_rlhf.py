@@ -85,7 +85,7 @@ What it says:
 import argparse, copy, json, tempfile, time
 import torch
 from datasets import concatenate_datasets
-from rl_reach import add_rm_prompts_arg
+from rl_reach import add_ppo_run_args, add_rm_prompts_arg
 from ft_course.data import instruction_dataset
 from ft_course.evaluate import alpaca_prompt
 from ft_course.ppo import PPOConfig, ppo
@@ -106,9 +106,7 @@ def main():
     ap.add_argument('--refresh-prompts', type=int, default=0,
                     help='sample each refresh on this many prompts beyond the RL prompts (`comparison_prompts`, new ones each time; 0: the RL prompts)')
     ap.add_argument('--budget-s', type=float, default=None, help='start no new phase after this many seconds')
-    ap.add_argument('--prompts-per-step', type=int, default=16, help="PPO's prompts per rollout")
-    ap.add_argument('--samples-per-prompt', type=int, default=4, help="PPO's completions per prompt")
-    ap.add_argument('--device', default='cpu', help="where the policy and the reward model run ('cpu', 'cuda')")
+    add_ppo_run_args(ap)
     a = ap.parse_args()
     torch.set_num_threads(1)
     start, tok = alignment_start(device=a.device); rows = rl_prompts(); test = instruction_dataset()['test'].to_list()

@@ -72,6 +72,14 @@ def add_rm_prompts_arg(ap, default:int):
                          "8000: the course RM of chapter 9a)")
 
 
+
+def add_ppo_run_args(ap):
+    "The flags that say how big PPO's rollouts are and where the experiment runs (chapter 9b's 16 x 4 on the CPU by default)."
+    ap.add_argument('--prompts-per-step', type=int, default=16, help="PPO's prompts per rollout")
+    ap.add_argument('--samples-per-prompt', type=int, default=4, help="PPO's completions per prompt")
+    ap.add_argument('--device', default='cpu', help="where the policy and the reward models run ('cpu', 'cuda')")
+
+
 def reach(model, tok, test:list[dict], k:int=32, seed:int=5)->dict:
     "pass@1/8/k of `model` on the held-out rows, k samples each."
     ok = sampled_correct(model, tok, test, k, seed=seed)

@@ -82,6 +82,7 @@ from ft_course.evaluate import alpaca_prompt
 from ft_course.ppo import PPOConfig, ppo
 from ft_course.reward import failure_pairs, pair_accuracy, reward_auc, sample_comparisons, trained_reward_model
 from ft_course.rollout import alignment_start, exact_reward, rl_prompts, sample
+from rl_reach import add_ppo_run_args
 
 
 def main():
@@ -91,11 +92,9 @@ def main():
     ap.add_argument('--ppo-steps', type=int, default=0, help='PPO steps against each reward model (0: measure the reward models only)')
     ap.add_argument('--beta', type=float, default=0.1, help="PPO's KL coefficient")
     ap.add_argument('--seed', type=int, default=0, help="PPO's seed")
-    ap.add_argument('--prompts-per-step', type=int, default=16, help="PPO's prompts per rollout")
-    ap.add_argument('--samples-per-prompt', type=int, default=4, help="PPO's completions per prompt")
+    add_ppo_run_args(ap)
     ap.add_argument('--eval-every', type=int, default=20, help='held-out evaluation every n PPO steps')
     ap.add_argument('--max-seconds', type=float, default=None, help='stop each PPO run after this many seconds of training')
-    ap.add_argument('--device', default='cpu', help="where the policy and the reward models run ('cpu', 'cuda')")
     ap.add_argument('--threads', type=int, default=1, help='CPU threads')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -119,7 +118,7 @@ def main():
             h = ppo(policy, tok, rows, fn, cfg, ref=start, eval_ds=test)
             st = h['steps']
             rec.update(ppo_steps=len(st), beta=a.beta, batch=f'{a.prompts_per_step}x{a.samples_per_prompt}', exact_match={e['step']: round(e['exact_match'], 3) for e in h['evals']},
-                       gold_first10=round(sum(s['gold'] for s in st[:10]) / 10, 3), gold_last10=round(sum(s['gold'] for s in st[-10:]) / 10, 3),
+                       gold_first10=round(sum(s['gold'] for s in st[:10]) / len(st[:10]), 3), gold_last10=round(sum(s['gold'] for s in st[-10:]) / len(st[-10:]), 3),
                        seconds=round(time.time() - t0))
         print(json.dumps(rec), flush=True)
 
