@@ -116,7 +116,7 @@ def main():
     policy, out, pool, t0 = copy.deepcopy(start), tempfile.mkdtemp(), None, time.time()
     for ph in range(a.phases):
         cfg = PPOConfig(max_steps=a.every * (ph + 1), prompts_per_step=a.prompts_per_step, samples_per_prompt=a.samples_per_prompt,
-                        epochs=2, minibatches=1, lr=2e-4,
+                        epochs=2, minibatches=a.minibatches, lr=2e-4,
                         beta=a.beta, vf_coef=0.5, seed=a.seed, progress=False, save_every=a.every)
         h = ppo(policy, tok, rows, lambda roll, rs: rm.score(roll), cfg, ref=start, eval_ds=test, out_dir=out, resume=ph > 0)
         st = h['steps'][-a.every:]

@@ -111,7 +111,7 @@ def main():
                        held_failures=round(pair_accuracy(rm, tok, held_failures), 4), auc=round(reward_auc(score, gold), 3))
         if a.ppo_steps:
             cfg = PPOConfig(max_steps=a.ppo_steps, prompts_per_step=a.prompts_per_step, samples_per_prompt=a.samples_per_prompt, epochs=2,
-                            minibatches=1, lr=2e-4, beta=a.beta, vf_coef=0.5, eval_every=a.eval_every, max_seconds=a.max_seconds,
+                            minibatches=a.minibatches, lr=2e-4, beta=a.beta, vf_coef=0.5, eval_every=a.eval_every, max_seconds=a.max_seconds,
                             seed=a.seed, progress=False)
             fn = exact_reward if rm is None else (lambda r, rs, rm=rm: rm.score(r))
             policy, t0 = copy.deepcopy(start), time.time()

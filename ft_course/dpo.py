@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .evaluate import alpaca_prompt, evaluate
 from .pretrain import lr_at, renamed
 from .reward import PAIR_COLUMNS, check_pairs
-from .rollout import Rollout, context_length, encode, kl_per_token, sample, token_logprobs
+from .rollout import Rollout, check_trainable, context_length, encode, kl_per_token, sample, token_logprobs
 
 # %% auto #0
 __all__ = ['encode_pairs', 'sequence_logps', 'dpo_loss', 'reference_logps', 'DPOConfig', 'dpo_batch_loss', 'greedy_eval',
@@ -155,6 +155,7 @@ def dpo(model, # the policy: any Hugging Face causal LM (trained in place)
     if not cfg.lr > 0: raise ValueError(f"lr={cfg.lr}: the learning rate must be positive.")
     if cfg.max_steps < 1 or cfg.batch_size < 1: raise ValueError("max_steps and batch_size must be at least 1.")
     one = torch.ones(1); dpo_loss(one, one, one, one, cfg.beta, cfg.loss_type, one, one)   # check beta and loss_type now
+    check_trainable(model, 'dpo')
     ctx = context_length(model)
     rows = check_pairs(pairs, tokenizer, ctx)
     dev = next(model.parameters()).device

@@ -17,7 +17,7 @@ from datasets import Dataset
 from .evaluate import alpaca_prompt, first_line, is_correct
 from safetensors.torch import load_file, save_file
 from .pretrain import save_checkpoint, load_checkpoint, _unique_tensors, renamed
-from .rollout import (Rollout, sample, token_logprobs, masked_mean, exact_reward, clipped_policy_loss, check_rewards, KLBlowUp,
+from .rollout import (Rollout, sample, token_logprobs, masked_mean, exact_reward, clipped_policy_loss, check_rewards, check_trainable, KLBlowUp,
                                kl_per_token, check_prompts_fit)
 
 # %% auto #0
@@ -157,6 +157,7 @@ def grpo(model, # any Hugging Face causal LM (trained in place)
     prompts = [prompt_fn(r) for r in rows]
     check_prompts_fit(model, tokenizer, prompts, cfg.max_new_tokens, 'the prompt of row')   # fail now, not mid-run
     dev = next(model.parameters()).device
+    check_trainable(model, 'grpo')
     ref = copy.deepcopy(model).eval().requires_grad_(False)            # the frozen start: KL is measured against it
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     hist = {k: [] for k in ('step', 'reward', 'exact', 'kl', 'entropy', 'clip_frac', 'loss', 'length', 'seconds')}

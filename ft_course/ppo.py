@@ -18,7 +18,7 @@ from .evaluate import alpaca_prompt, evaluate
 from .pretrain import save_checkpoint, load_checkpoint, renamed
 from .rollout import (Rollout, sample, masked_mean, clipped_policy_loss, kl_per_token, check_prompts_fit,
                                exact_reward, completion_logits, logprobs_from_logits, token_logprobs,
-                               check_rewards, KLBlowUp)
+                               check_rewards, check_trainable, KLBlowUp)
 
 # %% auto #0
 __all__ = ['PolicyAndValue', 'per_token_rewards', 'gae', 'whiten', 'value_loss', 'PPOConfig', 'ppo']
@@ -167,7 +167,9 @@ def ppo(policy, # a Hugging Face causal LM, trained in place
     prompts = [alpaca_prompt(r) for r in rows]
     check_prompts_fit(policy, tokenizer, prompts, cfg.max_new_tokens, 'training prompt')   # fail now, not at step 37
     dev = next(policy.parameters()).device
-    ref = (ref if ref is not None else copy.deepcopy(policy)).eval().requires_grad_(False)
+    check_trainable(policy, 'ppo')
+    if ref is None: ref = copy.deepcopy(policy).eval().requires_grad_(False)   # the frozen start
+    else: ref.eval()              # run under no_grad only: the caller's model keeps its requires_grad, so copies of it still train
     pv = PolicyAndValue(policy).to(dev).eval()                      # eval(): no dropout, in rollouts and updates alike
     opt = torch.optim.AdamW(pv.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0)
     steps, evals, step0 = [], [], 0

@@ -21,8 +21,8 @@ from .train import TrainConfig, train
 # %% auto #0
 __all__ = ['START_DEMOS', 'START_STEPS', 'START_LR', 'cache_dir', 'alignment_start', 'Rollout', 'prompt_ids', 'check_prompts_fit',
            'encode', 'filter_logits', 'sample', 'completion_logits', 'logprobs_from_logits', 'token_logprobs',
-           'masked_mean', 'rl_prompts', 'exact_reward', 'check_rewards', 'KLBlowUp', 'pass_at_k', 'sampled_correct',
-           'clipped_policy_loss', 'kl_per_token']
+           'masked_mean', 'rl_prompts', 'exact_reward', 'check_rewards', 'check_trainable', 'KLBlowUp', 'pass_at_k',
+           'sampled_correct', 'clipped_policy_loss', 'kl_per_token']
 
 # %% ../nbs/09_rollouts.ipynb #549e379a
 START_DEMOS, START_STEPS, START_LR = 100, 150, 1e-3   # the recipe: 100 demonstrations, 150 steps of SFT at lr 1e-3
@@ -329,6 +329,15 @@ def check_rewards(scores, # what the reward function returned
     if bad: raise ValueError(f"{where} returned NaN or inf for completions {bad[:8]}{' …' if len(bad) > 8 else ''}: "
                              "fix the reward function (no update was made).")
     return scores
+
+def check_trainable(model, # the policy about to be trained
+                    who:str='the trainer', # its name, for the message
+                   )->None:
+    "Raise if no parameter of `model` would be trained: the run would change nothing and say nothing."
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"{who}: no parameter of the policy has requires_grad=True, so training would change nothing. "
+                         "A copy of a frozen model stays frozen (e.g. `copy.deepcopy` of a model used as a reference): "
+                         "call policy.requires_grad_(True), or add LoRA adapters to train.")
 
 class KLBlowUp(RuntimeError):
     "The policy ran away from its reference (or the loss stopped being finite): training stopped."

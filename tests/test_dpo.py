@@ -156,3 +156,7 @@ def test_old_names_warn_and_still_work(tokenizer):
     with pytest.warns(DeprecationWarning, match="greedy_eval is deprecated"): old = greedy_eval(m, tokenizer, rows, max_new_tokens=6)
     new = evaluate(m, tokenizer, rows, max_new_tokens=6)
     assert [r['prediction'] for r in old.rows] == [r['prediction'] for r in new.rows]
+
+def test_frozen_policy_is_refused(tokenizer, pairs):
+    with pytest.raises(ValueError, match="dpo: no parameter of the policy has requires_grad=True"):
+        dpo(tiny(tokenizer).requires_grad_(False), tokenizer, pairs, DPOConfig(max_steps=1, batch_size=2, progress=False))

@@ -230,3 +230,8 @@ def test_flat_groups_are_neither_scored_nor_trained(base, rows):
     assert max((a - p).abs().max().item() for a, p in zip(model.parameters(), base[0].parameters())) == 0
     h2 = grpo(copy.deepcopy(base[0]), tok, rows, parity_reward, GRPOConfig(**{**TINY, 'group_size': 4, 'prompts_per_step': 4}))
     assert all(k == k and k >= 0 for k in h2['kl'])    # groups that differ are scored, and their KL is a number
+
+
+def test_frozen_policy_is_refused(base, rows):
+    with pytest.raises(ValueError, match="grpo: no parameter of the policy has requires_grad=True"):
+        grpo(copy.deepcopy(base[0]).requires_grad_(False), base[1], rows, exact_reward, GRPOConfig(**TINY))

@@ -189,3 +189,15 @@ def test_old_names_warn_and_still_work(tiny, tmp_path):
     assert [s['reward'] for s in h_old['steps']] == [s['reward'] for s in h_new['steps']] and h_old['evals'] == h_new['evals']
     assert (tmp_path/'ck'/'state.json').exists() and (tmp_path/'run'/'checkpoint'/'state.json').exists()
     assert (tmp_path/'run'/'model.safetensors').exists()          # the final policy, loadable with from_pretrained
+
+def test_reference_is_left_trainable_and_a_frozen_policy_is_refused(tiny):
+    "ppo(ref=start) used to freeze `start` itself, so a later `copy.deepcopy(start)` trained only the value head, silently."
+    model, tok = tiny
+    start = copy.deepcopy(model)
+    ppo(copy.deepcopy(start), tok, ROWS, length_reward, PPOConfig(**FAST), ref=start)
+    assert all(p.requires_grad for p in start.parameters())        # the caller's model is as it was
+    second = copy.deepcopy(start)                                  # ... so a second run from it trains
+    ppo(second, tok, ROWS, length_reward, PPOConfig(**FAST, lr=1e-2), ref=start)
+    assert any(not torch.equal(a, b) for a, b in zip(second.parameters(), start.parameters()))
+    with pytest.raises(ValueError, match=r"ppo: no parameter of the policy has requires_grad=True.*requires_grad_\(True\)"):
+        ppo(copy.deepcopy(start).requires_grad_(False), tok, ROWS, length_reward, PPOConfig(**FAST))
