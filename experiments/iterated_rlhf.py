@@ -87,9 +87,9 @@ What it says:
     python experiments/iterated_rlhf.py --rm-prompts 8000 --every 50 --phases 12 --refresh-prompts 2000 --beta 0.1 \
         --prompts-per-step 64 --samples-per-prompt 8 --minibatches 4 --seed S
 
-64 prompts x 8 samples a rollout, as in the GPU run that took the checker's PPO to 98.2 %, split into 4 minibatches:
-on a CPU one minibatch of 512 completions took 9.8 s a step and four took 4.2 s (the logits of 512 sequences at
-once are what cost). Four minibatches also make 8 gradient steps a rollout instead of 2. Two seeds side by side, one
+64 prompts x 8 samples a rollout, as in the GPU run that took the checker's PPO to 98.2 %, split into 4 minibatches,
+so 8 gradient steps a rollout instead of 2 (on one CPU thread a step took 8.0 s with 4 minibatches, 10.0 s with 1:
+one pass over the logits of 512 sequences is the slow part). Two seeds side by side, one
 thread each, 90 minutes a run (raw records: `benchmarks/results/rlhf_long_cpu_2026-11-27.jsonl`):
 
 | seed | step 50 | 100 | 200 | 300 | 400 | 500 | 550 | 600 | checker's reward on PPO's samples, steps 551-600 | RM accuracy on fresh pairs before the last refresh |
@@ -109,7 +109,7 @@ thread each, 90 minutes a run (raw records: `benchmarks/results/rlhf_long_cpu_20
   batch, is what stands between PPO and a reliable 75 %.
 - The extra gradient steps need the big rollout: the same 4 minibatches on 9b's 16 x 4 rollouts (16 completions a
   gradient step) made PPO worse, not faster: 26.4 % after 40 steps (2 epochs; 19.1 % with 4), from the 34.5 %
-  start, against 45.5 % with 1 minibatch.
+  start, against 45.5 and 49.1 % with 1 minibatch (two processes).
 """
 import argparse, copy, json, tempfile, time
 import torch
