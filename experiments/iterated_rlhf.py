@@ -17,9 +17,10 @@ collect new comparisons on the policy's samples as it drifts. This script measur
     python experiments/iterated_rlhf.py --every 40 --phases 1                # the control: no refresh (chapter 9b's run)
 
 Every `--every` PPO steps (chapter 9b's settings: 16 prompts x 4 samples, 2 epochs, lr 2e-4, beta 0.2; value head,
-optimizer and KL reference carried over through resumable checkpoints), it samples 4 answers per RL prompt from the
+optimizer and KL reference carried over through resumable checkpoints), it samples `--k` answers (4 by default) per RL prompt from the
 current policy, lets the checker label them (correct preferred to wrong, as in 9a), adds the pairs to a growing pool
-and trains the reward model one more epoch on the pool (lr `--rm-lr`), renormalised on the start's samples.
+and trains the reward model `--rm-epochs` more epochs on the pool (1 by default; lr `--rm-lr`), then `--new-epochs` on
+the fresh pairs alone (0 by default), renormalised on the start's samples.
 One JSON line per phase: held-out exact match, proxy and gold reward, KL, the reward model's accuracy on the fresh
 pairs before and after the refresh. Takes about 3-7 minutes on one CPU thread.
 
